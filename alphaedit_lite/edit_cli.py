@@ -1,0 +1,477 @@
+"""The `edit` and `stats` sub-commands of the `alphaedit-lite` command line.
+
+``alphaedit-lite edit`` writes ONE fact into a real model with one of the kit's methods (FT, ROME,
+MEMIT, AlphaEdit, PRUNE, RECT) and prints the model's greedy continuation of the prompt and the
+probabilities of the old and the new object before and after the edit. For AlphaEdit the update is
+the paper's Eq. 14, Δ = R K1ᵀ P (Kp Kpᵀ P + K1 K1ᵀ P + αI)⁻¹ (Fang et al., ICLR 2025), with P the
+null-space projector of the corpus keys' second moment K0 K0ᵀ / n (Eq. 7-8); for MEMIT it is
+MEMIT's Eq. 14, Δ = R K1ᵀ (λ C0 + K1 K1ᵀ)⁻¹ (Meng et al., ICLR 2023). Nothing is saved: the
+edited weights live only in memory and are restored before the command returns.
+
+``alphaedit-lite stats`` computes (or loads from the cache) the key statistics C0 = K0 K0ᵀ / n of
+the rewrite module of some layers over a corpus, builds AlphaEdit's projector P for each, and
+prints per layer the kept rank, the eigenvalue range and the cache files.
+
+The functions here are what the command line calls; :func:`add_edit_parser` and
+:func:`add_stats_parser` register the sub-commands on an ``argparse`` sub-parser set, and
+:func:`main` runs them stand-alone (``python -m alphaedit_lite.edit_cli edit ...``). Input errors
+raise ``ValueError`` with a sentence saying what to change; :func:`main` (like
+``alphaedit_lite.cli.main``) turns them into ``alphaedit-lite: error: ...`` and exit status 2.
+"""
+from __future__ import annotations
+
+import argparse
+import math
+import re
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+__all__ = [
+    "METHOD_NAMES", "method_name", "make_request", "greedy_next_word", "target_probabilities",
+    "EditReport", "run_edit", "format_edit_report", "cmd_edit", "add_edit_parser",
+    "StatsRow", "run_stats", "format_stats_report", "cmd_stats", "add_stats_parser",
+    "build_parser", "main",
+]
+
+#: The methods the `edit` command knows, in their canonical spelling (matching is case-insensitive).
+METHOD_NAMES = ("FT", "ROME", "MEMIT", "AlphaEdit", "PRUNE", "RECT")
+_SLOT = "{}"
+
+
+# ------------------------------------------------------------------------------------------------
+# Input checks (no model needed: they run before the slow model load)
+# ------------------------------------------------------------------------------------------------
+def method_name(name: str) -> str:
+    """The canonical spelling of a method name given in any case (``"alphaedit"`` → ``"AlphaEdit"``)."""
+    if not isinstance(name, str):
+        raise TypeError(f"method must be a string, got {type(name).__name__}")
+    canon = {m.lower(): m for m in METHOD_NAMES}
+    key = name.strip().lower()
+    if key not in canon:
+        raise ValueError(f"unknown method {name!r}; choose one of {', '.join(METHOD_NAMES)} (any letter case)")
+    return canon[key]
+
+
+def _method_type(name: str) -> str:
+    """argparse ``type=`` wrapper: an unknown method is a usage error (exit status 2)."""
+    try:
+        return method_name(name)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def check_edit_inputs(subject: str, prompt: str, target: str, target_true: str | None = None) -> str:
+    """Validate the command-line request; return the prompt template (trailing spaces removed).
+
+    The prompt must hold ``{}`` exactly once where the subject goes. A prompt with the subject
+    written out, or a subject that never occurs, gets a message saying how to write it.
+    """
+    for name, value in (("--subject", subject), ("--prompt", prompt), ("--target", target)):
+        if not isinstance(value, str) or not value.strip():
+            raise ValueError(f"{name} is empty; give a non-empty string, e.g. --subject 'The Eiffel Tower' "
+                             "--prompt '{} is located in the city of' --target Rome")
+    subject = subject.strip()
+    prompt = prompt.rstrip()
+    n = prompt.count(_SLOT)
+    if n == 0:
+        if subject in prompt:
+            raise ValueError(f"the prompt {prompt!r} has no '{{}}': write the subject's place as '{{}}', e.g. "
+                             f"--prompt {prompt.replace(subject, _SLOT, 1)!r}")
+        raise ValueError(f"the subject {subject!r} is not in the prompt {prompt!r}, and the prompt has no '{{}}' "
+                         f"marking where it goes; write the prompt as a template such as "
+                         f"'{{}} is located in the city of' (the subject is put in place of '{{}}')")
+    if n > 1:
+        raise ValueError(f"the prompt {prompt!r} contains '{{}}' {n} times; use it exactly once, where the subject goes")
+    if _SLOT in subject:
+        raise ValueError(f"the subject {subject!r} contains '{{}}'; the '{{}}' belongs in --prompt")
+    if prompt.strip() == _SLOT:
+        raise ValueError(f"the prompt {prompt!r} is only the subject; add the relation, e.g. '{{}} is located in'")
+    if target_true is not None and target_true.strip().casefold() == target.strip().casefold():
+        raise ValueError(f"--target equals --target-true ({target.strip()!r}); an edit must change the answer")
+    return prompt
+
+
+# ------------------------------------------------------------------------------------------------
+# Small model helpers
+# ------------------------------------------------------------------------------------------------
+_WORD_RE = re.compile(r"[^\W_]+(?:[-'’][^\W_]+)*")
+
+
+def greedy_next_word(model, tok, text: str, max_new_tokens: int = 6) -> str:
+    """The first word of the model's greedy continuation of ``text`` (what it "believes" now).
+
+    Raises ``ValueError`` when the continuation holds no word (e.g. only punctuation).
+    """
+    from .evaluate import generate_texts
+
+    cont = generate_texts(model, tok, [text], max_new_tokens=max_new_tokens, include_prompt=False)[0]
+    m = _WORD_RE.search(cont)
+    if m is None:
+        raise ValueError(f"the model continues {text!r} with {cont!r}, which holds no word; "
+                         "give the current answer with --target-true")
+    return m.group(0)
+
+
+def make_request(model, tok, subject: str, prompt: str, target: str, target_true: str | None = None):
+    """An :class:`~alphaedit_lite.requests.EditRequest`; ``target_true`` defaults to the model's greedy next word."""
+    from .requests import EditRequest
+
+    prompt = check_edit_inputs(subject, prompt, target, target_true)
+    subject = subject.strip()
+    guessed = target_true is None
+    if guessed:
+        target_true = greedy_next_word(model, tok, prompt.replace(_SLOT, subject, 1))
+        if target_true.casefold() == target.strip().casefold():
+            raise ValueError(f"the model already answers {target_true!r} to {prompt.replace(_SLOT, subject, 1)!r}; "
+                             "pick a different --target (or give --target-true)")
+    return EditRequest(prompt=prompt, subject=subject, target_new=target, target_true=target_true,
+                       case_id="cli"), guessed
+
+
+def target_probabilities(model, tok, text: str, targets: Sequence[str]) -> list[float]:
+    """p(" " + target | text) for each target: the product over its tokens (teacher forcing)."""
+    from .evaluate import target_logprobs
+
+    sc = target_logprobs(model, tok, [text] * len(targets), list(targets))
+    return [math.exp(float(x)) for x in sc.sum]
+
+
+def _load(model_name: str, device: str | None):
+    from .models import load_model
+
+    t0 = time.perf_counter()
+    model, tok = load_model(model_name, device=device)
+    return model, tok, time.perf_counter() - t0
+
+
+# ------------------------------------------------------------------------------------------------
+# edit
+# ------------------------------------------------------------------------------------------------
+@dataclass
+class EditReport:
+    """What one `edit` run measured (probabilities are of the whole target, all its tokens)."""
+
+    method: str
+    model: str
+    layers: list[int]
+    text: str                        # the filled prompt
+    target_new: str
+    target_true: str
+    target_true_guessed: bool        # True: taken from the model's own greedy answer
+    p_new_before: float
+    p_true_before: float
+    p_new_after: float
+    p_true_after: float
+    generation_before: str
+    generation_after: str
+    corpus: str | None
+    n_tokens: int | None
+    summary: str                     # EditResult.summary()
+    seconds: dict[str, float]
+    restored: bool                   # the weights were put back bit for bit afterwards
+
+    @property
+    def success(self) -> bool:
+        """The new object is now more probable than the old one."""
+        return self.p_new_after > self.p_true_after
+
+
+def run_edit(model, tok, method: str, subject: str, prompt: str, target: str, target_true: str | None = None, *,
+             hparams: Any = None, model_name: str = "smollm2-135m", layers: Sequence[int] | None = None,
+             corpus: str | None = None, n_tokens: int | None = None, threshold: float | None = None,
+             mode: str | None = None, steps: int | None = None, max_new_tokens: int = 20,
+             restore: bool = True, progress: bool = True, stats: Any = None) -> EditReport:
+    """Edit ``model`` with ``method`` and measure it; the weights are restored afterwards unless ``restore=False``.
+
+    ``hparams`` (a dataclass or a JSON path) defaults to the shipped file for ``model_name``;
+    ``layers``, ``corpus`` (``hparams.mom2_dataset``), ``n_tokens`` (``hparams.mom2_n_tokens``),
+    ``threshold``/``mode`` (AlphaEdit's projector) and ``steps`` (``v_num_grad_steps`` / FT's
+    ``num_steps``) override it.
+    """
+    import torch
+
+    from .hparams import BaseHParams, FTHParams, MEMITHParams, TargetHParams, load_hparams
+    from .methods import apply_method
+    from .stats import layer_stats
+
+    method = method_name(method)
+    t0 = time.perf_counter()
+    request, guessed = make_request(model, tok, subject, prompt, target, target_true)
+    text = request.filled_prompt
+    if isinstance(hparams, BaseHParams):
+        hp = hparams
+    else:
+        hp = load_hparams(method, hparams if hparams is not None else model_name)
+    changes: dict[str, Any] = {}
+    if layers:
+        changes["layers"] = sorted({int(x) for x in layers})
+    if steps is not None:
+        changes["num_steps" if isinstance(hp, FTHParams) else "v_num_grad_steps"] = int(steps)
+    if isinstance(hp, MEMITHParams):
+        if threshold is not None:
+            changes["nullspace_threshold"] = float(threshold)
+        if mode is not None:
+            changes["nullspace_mode"] = mode
+    if changes:
+        hp = hp.replace(**changes)
+    from .models import num_layers
+    n_layers = num_layers(model)
+    if any(not 0 <= x < n_layers for x in hp.layers):
+        raise ValueError(f"--layers {hp.layers} out of range: this model has {n_layers} layers (0..{n_layers - 1})")
+
+    gen_before = _generate(model, tok, text, max_new_tokens)
+    p_new0, p_true0 = target_probabilities(model, tok, text, [request.target_new, request.target_true])
+    seconds = {"before": time.perf_counter() - t0}
+
+    uses_stats = isinstance(hp, TargetHParams) and not isinstance(hp, FTHParams) and \
+        getattr(hp, "mom2_adjustment", True)
+    corpus_used = tokens_used = None
+    if uses_stats and stats is None:
+        corpus_used = corpus or hp.mom2_dataset
+        tokens_used = int(n_tokens) if n_tokens is not None else hp.mom2_n_tokens
+        t1 = time.perf_counter()
+        stats = layer_stats(model, tok, hp.layers, corpus_used, tokens_used, min(hp.mom2_seq_len, max(tokens_used, 2)),
+                            progress=progress)
+        seconds["stats"] = time.perf_counter() - t1
+
+    snap = {n: p.detach().clone() for n, p in model.named_parameters()}
+    t2 = time.perf_counter()
+    result = apply_method(method, model, tok, [request], hp, stats=stats, progress=progress)
+    seconds["edit"] = time.perf_counter() - t2
+    try:
+        gen_after = _generate(model, tok, text, max_new_tokens)
+        p_new1, p_true1 = target_probabilities(model, tok, text, [request.target_new, request.target_true])
+    finally:
+        if restore:
+            result.restore(model)
+    restored = restore and all(torch.equal(p, snap[n]) for n, p in model.named_parameters())
+    if restore and not restored:
+        raise RuntimeError("restoring the original weights after the edit failed; this is a bug, please report it")
+    seconds["total"] = time.perf_counter() - t0
+    return EditReport(method=method, model=model_name, layers=list(hp.layers), text=text,
+                      target_new=request.target_new, target_true=request.target_true, target_true_guessed=guessed,
+                      p_new_before=p_new0, p_true_before=p_true0, p_new_after=p_new1, p_true_after=p_true1,
+                      generation_before=gen_before, generation_after=gen_after, corpus=corpus_used,
+                      n_tokens=tokens_used, summary=result.summary(), seconds=seconds, restored=restored)
+
+
+def _generate(model, tok, text: str, max_new_tokens: int) -> str:
+    from .evaluate import generate_texts
+
+    return generate_texts(model, tok, [text], max_new_tokens=max_new_tokens, include_prompt=True)[0]
+
+
+def _one_line(s: str) -> str:
+    return " ".join(s.split())
+
+
+def format_edit_report(r: EditReport) -> str:
+    """The human-readable report `alphaedit-lite edit` prints."""
+    guess = " (the model's own greedy answer)" if r.target_true_guessed else ""
+    stats = f"; statistics: {r.n_tokens} tokens of {r.corpus}" if r.corpus else ""
+    w = max(len(r.target_new), len(r.target_true)) + 2
+    lines = [
+        f"{r.method} edit of {r.model}, layers {r.layers}{stats}",
+        f"prompt: {r.text!r}   new target: {r.target_new!r}   old target: {r.target_true!r}{guess}",
+        "",
+        f"{'':{w}}  {'before':>10}  {'after':>10}",
+        f"{r.target_new!r:{w}}  {r.p_new_before:10.3e}  {r.p_new_after:10.3e}   p(new)",
+        f"{r.target_true!r:{w}}  {r.p_true_before:10.3e}  {r.p_true_after:10.3e}   p(old)",
+        "",
+        f"greedy before: {_one_line(r.generation_before)}",
+        f"greedy after:  {_one_line(r.generation_after)}",
+        "",
+        r.summary,
+        ("edit succeeded: p(new) > p(old) after the edit" if r.success
+         else "edit did NOT flip the answer: p(new) ≤ p(old) after the edit"),
+        ("weights restored bit for bit (nothing was saved)" if r.restored else "weights left edited in memory"),
+        "time: " + ", ".join(f"{k} {v:.1f} s" for k, v in r.seconds.items()),
+    ]
+    return "\n".join(lines)
+
+
+def cmd_edit(args: argparse.Namespace) -> int:
+    """`alphaedit-lite edit`: validate, load the model, edit, print the report. Exit 0 if p(new) > p(old) after."""
+    method = method_name(args.method)
+    check_edit_inputs(args.subject, args.prompt, args.target, args.target_true)  # before the slow load
+    if args.tokens is not None and args.tokens < 1:
+        raise ValueError(f"--tokens must be a positive number of corpus tokens, got {args.tokens}")
+    model, tok, secs = _load(args.model, args.device)
+    print(f"loaded {args.model} in {secs:.1f} s on {next(model.parameters()).device}", file=sys.stderr)
+    r = run_edit(model, tok, method, args.subject, args.prompt, args.target, args.target_true,
+                 hparams=args.hparams, model_name=args.model, layers=args.layers, corpus=args.corpus,
+                 n_tokens=args.tokens, threshold=args.threshold, mode=args.mode, steps=args.steps,
+                 max_new_tokens=args.max_new_tokens, progress=not args.quiet)
+    print(format_edit_report(r))
+    return 0 if r.success else 1
+
+
+def add_edit_parser(subparsers) -> argparse.ArgumentParser:
+    """Register ``edit`` on an ``argparse`` sub-parser set (``parser.add_subparsers()``)."""
+    q = subparsers.add_parser(
+        "edit", help="edit one fact in a real model and show probabilities and generations before/after",
+        description="Edit one fact in a real model (in memory; nothing is saved) and print the model's greedy "
+                    "continuation and p(new), p(old) before and after. Example: alphaedit-lite edit --model "
+                    "smollm2-135m --method alphaedit --subject 'The Eiffel Tower' --prompt '{} is located in "
+                    "the city of' --target Rome")
+    q.add_argument("--model", default="smollm2-135m", help="model alias, local folder or hub id (default smollm2-135m)")
+    q.add_argument("--method", default="AlphaEdit", type=_method_type, metavar="METHOD",
+                   help=f"one of {', '.join(METHOD_NAMES)}, any case (default AlphaEdit)")
+    q.add_argument("--subject", required=True, help="the subject, e.g. 'The Eiffel Tower'")
+    q.add_argument("--prompt", required=True, help="the prompt with '{}' where the subject goes")
+    q.add_argument("--target", required=True, help="the new object, e.g. Rome")
+    q.add_argument("--target-true", default=None,
+                   help="the current object (default: the model's own greedy next word)")
+    q.add_argument("--layers", type=int, nargs="+", default=None, help="edited layers (default: the hparams file's)")
+    q.add_argument("--corpus", default=None,
+                   help="key-statistics corpus: wikitext-2, a text file/folder, or model-samples "
+                        "(default: the hparams file's, wikitext-2)")
+    q.add_argument("--tokens", type=int, default=None,
+                   help="corpus tokens for the statistics (default: the hparams file's, 102400)")
+    q.add_argument("--threshold", type=float, default=None, help="AlphaEdit's null-space threshold (default 2e-2)")
+    q.add_argument("--mode", default=None, choices=["absolute", "relative", "energy", "rank"],
+                   help="how the threshold is read (default absolute)")
+    q.add_argument("--steps", type=int, default=None, help="optimisation steps of the target vector (default 25)")
+    q.add_argument("--hparams", default=None, help="a JSON hyper-parameter file instead of the shipped one")
+    q.add_argument("--max-new-tokens", type=int, default=20, help="length of the greedy generations (default 20)")
+    q.add_argument("--device", default=None, help="cpu, cuda, mps (default: picked automatically)")
+    q.add_argument("--quiet", action="store_true", help="no progress bars")
+    q.set_defaults(func=cmd_edit)
+    return q
+
+
+# ------------------------------------------------------------------------------------------------
+# stats
+# ------------------------------------------------------------------------------------------------
+@dataclass
+class StatsRow:
+    """One layer's statistics and projector."""
+
+    layer: int
+    dim: int
+    count: int
+    kept_rank: int
+    eig_min: float
+    eig_max: float
+    cutoff: float
+    relative_leak: float
+    stats_path: Path
+    projector_path: Path | None
+
+
+def run_stats(model, tok, layers: Sequence[int], corpus: str = "wikitext-2", n_tokens: int = 102_400, *,
+              seq_len: int = 128, threshold: float = 2e-2, mode: str = "absolute", force: bool = False,
+              progress: bool = True) -> tuple[Any, list[StatsRow]]:
+    """Compute or load C0 of ``layers`` and AlphaEdit's P for each; returns ``(LayerStats, rows)``."""
+    from . import stats as S
+
+    if isinstance(n_tokens, bool) or not isinstance(n_tokens, int) or n_tokens < 1:
+        raise ValueError(f"--tokens must be a positive number of corpus tokens, got {n_tokens!r}")
+    seq_len = min(int(seq_len), max(n_tokens, 2))
+    st = S.layer_stats(model, tok, list(layers), corpus, n_tokens, seq_len, force_recompute=force, progress=progress)
+    pjs = S.projectors(st, threshold=threshold, mode=mode, cache=True)
+    rows = []
+    for layer in st:
+        pj = pjs[layer]
+        lam = pj.eigenvalues
+        path = S.stats_cache_path(st.model_id, st.module_names[layer], st.corpus_id, st.n_tokens)
+        ppath = getattr(S, "_projector_path", None)
+        pp = ppath(st, layer, threshold, mode) if ppath is not None else None
+        rows.append(StatsRow(layer=layer, dim=int(lam.numel()), count=st[layer].count, kept_rank=pj.kept_rank,
+                             eig_min=float(lam.min()), eig_max=float(lam.max()), cutoff=pj.cutoff,
+                             relative_leak=pj.relative_leak, stats_path=path,
+                             projector_path=pp if pp is not None and pp.is_file() else None))
+    return st, rows
+
+
+def format_stats_report(st, rows: Sequence[StatsRow], threshold: float, mode: str) -> str:
+    """The table `alphaedit-lite stats` prints."""
+    lines = [f"key statistics of {st.model_id}: {st.n_tokens} tokens of {st.corpus_id}; "
+             f"projector: {mode} threshold {threshold:g}",
+             f"{'layer':>5}  {'kept rank':>12}  {'λ_min':>10}  {'λ_max':>10}  {'‖PK0‖/‖K0‖':>11}"]
+    for r in rows:
+        lines.append(f"{r.layer:5d}  {f'{r.kept_rank}/{r.dim}':>12}  {r.eig_min:10.3e}  {r.eig_max:10.3e}  "
+                     f"{r.relative_leak:11.3e}")
+    lines.append("cache:")
+    for r in rows:
+        lines.append(f"  layer {r.layer}: statistics {r.stats_path}")
+        if r.projector_path is not None:
+            lines.append(f"  layer {r.layer}: projector  {r.projector_path}")
+    return "\n".join(lines)
+
+
+def cmd_stats(args: argparse.Namespace) -> int:
+    """`alphaedit-lite stats`: compute/cache C0 and P per layer and print the table."""
+    from .hparams import load_hparams
+
+    if args.tokens is not None and args.tokens < 1:
+        raise ValueError(f"--tokens must be a positive number of corpus tokens, got {args.tokens}")
+    layers = args.layers
+    n_tokens, seq_len = args.tokens, args.seq_len
+    if layers is None or n_tokens is None:
+        try:
+            hp = load_hparams("AlphaEdit", args.model)
+        except ValueError as exc:
+            raise ValueError(f"no shipped hyper-parameters for {args.model!r} to take defaults from; "
+                             f"pass --layers and --tokens ({exc})") from None
+        layers = layers or hp.layers
+        n_tokens = n_tokens or hp.mom2_n_tokens
+    model, tok, secs = _load(args.model, args.device)
+    print(f"loaded {args.model} in {secs:.1f} s on {next(model.parameters()).device}", file=sys.stderr)
+    t0 = time.perf_counter()
+    st, rows = run_stats(model, tok, layers, args.corpus, n_tokens, seq_len=seq_len, threshold=args.threshold,
+                         mode=args.mode, force=args.force, progress=not args.quiet)
+    print(format_stats_report(st, rows, args.threshold, args.mode))
+    print(f"time: {time.perf_counter() - t0:.1f} s")
+    return 0
+
+
+def add_stats_parser(subparsers) -> argparse.ArgumentParser:
+    """Register ``stats`` on an ``argparse`` sub-parser set (``parser.add_subparsers()``)."""
+    q = subparsers.add_parser(
+        "stats", help="compute and cache key statistics K0K0ᵀ/n and AlphaEdit's projector P per layer",
+        description="Compute (or load from the cache) the key statistics of some layers over a corpus, build "
+                    "AlphaEdit's null-space projector for each, and print the kept rank, the eigenvalue range "
+                    "and the cache files. Example: alphaedit-lite stats --model smollm2-135m --layers 4 5 6 "
+                    "--corpus wikitext-2 --tokens 20000")
+    q.add_argument("--model", default="smollm2-135m", help="model alias, local folder or hub id (default smollm2-135m)")
+    q.add_argument("--layers", type=int, nargs="+", default=None, help="layers (default: AlphaEdit's hparams file)")
+    q.add_argument("--corpus", default="wikitext-2",
+                   help="wikitext-2 (shared data folder, else the hub), a text file or folder, or model-samples")
+    q.add_argument("--tokens", type=int, default=None, help="number of corpus tokens (default: the hparams file's)")
+    q.add_argument("--seq-len", type=int, default=128, help="tokens per row (default 128)")
+    q.add_argument("--threshold", type=float, default=2e-2, help="null-space threshold (default 2e-2)")
+    q.add_argument("--mode", default="absolute", choices=["absolute", "relative", "energy", "rank"],
+                   help="how the threshold is read (default absolute)")
+    q.add_argument("--force", action="store_true", help="recompute even if cached")
+    q.add_argument("--device", default=None, help="cpu, cuda, mps (default: picked automatically)")
+    q.add_argument("--quiet", action="store_true", help="no progress bars")
+    q.set_defaults(func=cmd_stats)
+    return q
+
+
+# ------------------------------------------------------------------------------------------------
+# Stand-alone entry point (the same error handling as alphaedit_lite.cli.main)
+# ------------------------------------------------------------------------------------------------
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="alphaedit-lite", description="edit a real model; key statistics")
+    sub = p.add_subparsers(dest="command", required=True)
+    add_edit_parser(sub)
+    add_stats_parser(sub)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except (ValueError, TypeError, FileNotFoundError) as exc:
+        print(f"alphaedit-lite: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

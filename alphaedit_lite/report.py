@@ -1,0 +1,196 @@
+"""Figures and tables from sequential-run folders (see `alphaedit_lite.runner`).
+
+One function per view, each taking `{label: run_dir}` so MEMIT, AlphaEdit and plug-in variants
+sit side by side: metric curves, hidden-state drift, update-norm growth (matplotlib PNG and
+interactive plotly HTML), the paper's Figure-5 view of hidden states before/after (PCA/t-SNE),
+and a Markdown table like the paper's Table 1.
+"""
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import torch
+
+from .runner import read_metrics
+
+METRICS = [("efficacy", "Efficacy (%)"), ("generalization", "Generalization (%)"),
+           ("specificity", "Specificity (%)"), ("fluency", "Fluency (n-gram entropy ×100)")]
+
+
+def load_run(run_dir) -> dict:
+    """settings, metrics rows and the list of saved hidden-state steps of one run folder."""
+    run_dir = Path(run_dir)
+    if not (run_dir / "settings.json").exists():
+        raise FileNotFoundError(f"{run_dir} is not a run folder (no settings.json): run "
+                                "`alphaedit-lite sequential ...` first, or check the path")
+    hidden = sorted(int(p.stem.split("_")[1]) for p in (run_dir / "hidden").glob("step_*.pt"))
+    return {"dir": run_dir, "settings": json.loads((run_dir / "settings.json").read_text()),
+            "metrics": read_metrics(run_dir), "hidden_steps": hidden}
+
+
+def load_hidden(run_dir, step: int | None = None) -> tuple[dict, dict]:
+    """(baseline, after) probe hidden states; `step` = a saved batch number, default the last."""
+    run_dir = Path(run_dir)
+    base = torch.load(run_dir / "baseline_hidden.pt", weights_only=False)
+    steps = sorted((run_dir / "hidden").glob("step_*.pt"))
+    if not steps:
+        raise FileNotFoundError(f"{run_dir} has no saved hidden states (the run had no probe prompts)")
+    path = steps[-1] if step is None else run_dir / "hidden" / f"step_{step:05d}.pt"
+    return base, torch.load(path, weights_only=False)
+
+
+def _series(rows, key):
+    xs = [r["edits"] for r in rows if key in r and r[key] is not None and not _isnan(r[key])]
+    ys = [r[key] for r in rows if key in r and r[key] is not None and not _isnan(r[key])]
+    return xs, ys
+
+
+def _isnan(v) -> bool:
+    return isinstance(v, float) and math.isnan(v)
+
+
+def _drift_keys(rows) -> list[str]:
+    keys = []
+    for r in rows:
+        for k in r:
+            if k.startswith("drift/") and k not in keys:
+                keys.append(k)
+    return keys
+
+
+def _norm_total(r) -> float:
+    return math.sqrt(sum(v ** 2 for k, v in r.items() if k.startswith("update_norm/")))
+
+
+def plot_runs_png(runs: dict, path, title: str = "") -> Path:
+    """Metric curves, drift and update norm vs number of edits, one line per run, as a PNG."""
+    import matplotlib
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    data = {k: load_run(v) for k, v in runs.items()}
+    fig, axes = plt.subplots(2, 3, figsize=(15, 8), constrained_layout=True)
+    for ax, (key, label) in zip(axes.flat[:4], METRICS):
+        for name, run in data.items():
+            xs, ys = _series(run["metrics"], key)
+            if xs:
+                ax.plot(xs, ys, marker="o" if len(xs) < 30 else None, ms=3, label=name)
+        ax.set_title(label)
+        ax.set_xlabel("edits so far")
+        ax.grid(alpha=0.3)
+    ax = axes.flat[4]
+    for name, run in data.items():
+        for k in _drift_keys(run["metrics"]):
+            xs, ys = _series(run["metrics"], k)
+            ax.plot(xs, [max(y, 1e-12) for y in ys], label=f"{name}, {k.split('/', 1)[1]}",
+                    ls="-" if k.endswith("final") else "--")
+    ax.set_yscale("log")
+    ax.set_title("Hidden-state drift ‖h − h₀‖/‖h₀‖ (probes)")
+    ax.set_xlabel("edits so far")
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=7)
+    ax = axes.flat[5]
+    for name, run in data.items():
+        rows = run["metrics"]
+        ax.plot([r["edits"] for r in rows], [max(_norm_total(r), 1e-12) for r in rows], label=name)
+    ax.set_yscale("log")
+    ax.set_title("Accumulated update ‖W − W₀‖_F (all edited layers)")
+    ax.set_xlabel("edits so far")
+    ax.grid(alpha=0.3, which="both")
+    axes.flat[0].legend(fontsize=8)
+    if title:
+        fig.suptitle(title)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def runs_figure(runs: dict, title: str = ""):
+    """The same views as an interactive plotly figure."""
+    from plotly.subplots import make_subplots
+    import plotly.graph_objects as go
+
+    data = {k: load_run(v) for k, v in runs.items()}
+    titles = [m[1] for m in METRICS] + ["Hidden-state drift (log)", "‖W − W₀‖_F (log)"]
+    fig = make_subplots(rows=2, cols=3, subplot_titles=titles)
+    palette = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b"]
+    for i, (name, run) in enumerate(data.items()):
+        color = palette[i % len(palette)]
+        rows = run["metrics"]
+        for j, (key, _) in enumerate(METRICS):
+            xs, ys = _series(rows, key)
+            fig.add_trace(go.Scatter(x=xs, y=ys, name=name, legendgroup=name, showlegend=j == 0,
+                                     line=dict(color=color)), row=1 + j // 3, col=1 + j % 3)
+        for k in _drift_keys(rows):
+            xs, ys = _series(rows, k)
+            fig.add_trace(go.Scatter(x=xs, y=ys, name=f"{name} {k}", legendgroup=name, showlegend=False,
+                                     line=dict(color=color, dash="solid" if k.endswith("final") else "dash")),
+                          row=2, col=2)
+        fig.add_trace(go.Scatter(x=[r["edits"] for r in rows], y=[_norm_total(r) for r in rows], name=name,
+                                 legendgroup=name, showlegend=False, line=dict(color=color)), row=2, col=3)
+    fig.update_yaxes(type="log", row=2, col=2)
+    fig.update_yaxes(type="log", row=2, col=3)
+    fig.update_xaxes(title_text="edits so far")
+    fig.update_layout(height=700, title=title or None)
+    return fig
+
+
+def write_runs_html(runs: dict, path, title: str = "") -> Path:
+    """Interactive HTML (plotly.js written once beside it, so it opens offline)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    runs_figure(runs, title).write_html(path, include_plotlyjs="directory")
+    return path
+
+
+def summary_table(runs: dict) -> str:
+    """A Markdown table like the paper's Table 1: the last evaluated step of each run."""
+    head = ["method", "edits", "Eff.", "Gen.", "Spe.", "Flu.", "drift (last edited layer)", "drift (final)",
+            "‖W − W₀‖", "time (s)"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for name, d in runs.items():
+        run = load_run(d)
+        if not run["metrics"]:
+            lines.append(f"| {name} | (no metrics yet) |" + " |" * (len(head) - 2))
+            continue
+        r = run["metrics"][-1]
+        dk = _drift_keys(run["metrics"])
+        last_layer = next((r.get(k) for k in dk if not k.endswith("final")), None)
+
+        def f(v, fmt="{:.1f}"):
+            return "–" if v is None or _isnan(v) else fmt.format(v)
+        lines.append("| " + " | ".join([
+            name, str(r["edits"]), f(r.get("efficacy")), f(r.get("generalization")), f(r.get("specificity")),
+            f(r.get("fluency")), f(last_layer, "{:.2e}"), f(r.get("drift/final"), "{:.2e}"),
+            f(_norm_total(r), "{:.3g}"), f(r.get("seconds"), "{:.0f}")]) + " |")
+    return "\n".join(lines)
+
+
+def plot_embedding_png(runs: dict, path, key="final", method: str = "pca", step: int | None = None) -> Path:
+    """The paper's Figure 5: probe hidden states before (grey) and after (colour) editing, 2-D."""
+    import matplotlib
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    from .drift import embed_2d, shift_measures
+
+    fig, axes = plt.subplots(1, len(runs), figsize=(5 * len(runs), 4.5), constrained_layout=True, squeeze=False)
+    for ax, (name, d) in zip(axes[0], runs.items()):
+        base, after = load_hidden(d, step)
+        k = key if key in base else list(base)[0]
+        za, zb = embed_2d(base[k].numpy(), after[k].numpy(), method=method)
+        m = shift_measures(base[k], after[k], method=method)
+        ax.scatter(za[:, 0], za[:, 1], s=8, c="0.6", label="before editing")
+        ax.scatter(zb[:, 0], zb[:, 1], s=8, alpha=0.7, label="after editing")
+        ax.set_title(f"{name} ({method.upper()}, {k})\noverlap {m['marginal_overlap']:.2f}, "
+                     f"Hausdorff {m['hausdorff']:.2f}, inside {100 * m['share_inside']:.0f}%", fontsize=9)
+        ax.legend(fontsize=8)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

@@ -1,0 +1,127 @@
+"""Closed-form updates of one rewrite matrix W (d_out, d_in): MEMIT and AlphaEdit.
+
+Notation (keys are columns): K1 (d_in, u) keys of the new facts, R = V1 − W K1 (d_out, u) the
+residual the update must add, Kp Kpᵀ (d_in, d_in) the keys of earlier edits (sequential editing),
+C0 = K0 K0ᵀ / n (d_in, d_in) the preserved keys' second moment, P the null-space projector.
+
+MEMIT (Meng et al. 2023, Eq. 14, with previous edits added to the preserved set):
+    Δ = R K1ᵀ (λ C0 + Kp Kpᵀ + K1 K1ᵀ)⁻¹
+minimises ‖Δ K1 − R‖² + λ ‖Δ K0'‖² + ‖Δ Kp‖² where K0' K0'ᵀ = C0.
+
+AlphaEdit (Fang et al. 2025, Eq. 14):
+    Δ = R K1ᵀ P (Kp Kpᵀ P + K1 K1ᵀ P + α I)⁻¹
+is the stationary point of J(Δ) = ‖Δ K1 − R‖² + α ‖Δ‖² + ‖Δ Kp‖² over updates of the form Δ P.
+It satisfies Δ = Δ P exactly: with Q = I − P, M = (Kp Kpᵀ + K1 K1ᵀ) P + α I gives M Q = α Q.
+
+Both are computed with a linear solve of the transposed system (never an explicit inverse):
+Δ M = B  ⇔  Mᵀ Δᵀ = Bᵀ.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+
+from ._checks import as_matrix, check_finite, check_same
+
+
+def _prepare(R, K1, dtype):
+    R = as_matrix("R (residuals V1 − W K1, shape (d_out, u))", R)
+    K1 = as_matrix("K1 (new keys as columns, shape (d_in, u))", K1)
+    check_same("R and K1", "R's number of columns (edits)", R.shape[1], "K1's number of columns (edits)", K1.shape[1])
+    check_finite("R", R)
+    check_finite("K1", K1)
+    return R.to(dtype), K1.to(dtype)
+
+
+def _condition_estimate(A: torch.Tensor, LU: torch.Tensor, pivots: torch.Tensor, iters: int = 8) -> float:
+    """κ₂(A) = ‖A‖₂ ‖A⁻¹‖₂ estimated by power iteration, O(iters · d²) given A's LU factors.
+
+    Power iteration approaches both norms from below, and an exactly singular A shows up at
+    once: its rounding-level pivots make ‖A⁻¹‖ of order 1/eps or larger.
+    """
+    g = torch.Generator(device=A.device).manual_seed(0)
+    v = torch.randn(A.shape[0], 1, generator=g, dtype=A.dtype, device=A.device)  # (d, 1)
+    w = v.clone()
+    inv_sq = a_sq = 0.0
+    for _ in range(iters):
+        v = v / torch.linalg.vector_norm(v)
+        v = torch.linalg.lu_solve(LU, pivots, torch.linalg.lu_solve(LU, pivots, v), adjoint=True)  # A⁻ᵀ A⁻¹ v
+        inv_sq = float(torch.linalg.vector_norm(v))
+        w = w / torch.linalg.vector_norm(w)
+        w = A.T @ (A @ w)                                                                            # Aᵀ A w
+        a_sq = float(torch.linalg.vector_norm(w))
+    return (a_sq * inv_sq) ** 0.5
+
+
+def _solve_checked(what: str, A: torch.Tensor, Bt: torch.Tensor) -> torch.Tensor:
+    """Solve A X = Bt and refuse a silent wrong answer when A is (numerically) singular.
+
+    A small residual alone does not prove the answer right: for a singular but consistent system
+    (MEMIT with λ = 0 and fewer edits than dimensions) LU returns one of infinitely many exact fits,
+    picked by rounding. So the condition number is estimated too, and the solve refused when
+    κ(A) · eps leaves less than one reliable digit.
+    """
+    try:
+        LU, pivots, _ = torch.linalg.lu_factor_ex(A)
+        X = torch.linalg.lu_solve(LU, pivots, Bt)
+        kappa = _condition_estimate(A, LU, pivots)
+    except (NotImplementedError, RuntimeError):  # a backend without LU factors (some MPS builds)
+        X, kappa = torch.linalg.solve(A, Bt), float("nan")
+    resid = float(torch.linalg.matrix_norm(A @ X - Bt)) / max(float(torch.linalg.matrix_norm(Bt)), 1e-300)
+    tol = 1e-6 if A.dtype == torch.float64 else 1e-2
+    unknown = math.isnan(kappa)  # only when the backend had no LU factors
+    ill = not unknown and not kappa * torch.finfo(A.dtype).eps <= 0.1  # an infinite κ is ill too
+    if not torch.isfinite(X).all() or not resid <= tol or ill:
+        raise ValueError(
+            f"the {what} system is singular or too ill-conditioned to solve (estimated condition number "
+            f"{kappa:.2e}, relative residual {resid:.2e}); add regularisation (a larger λ with a "
+            "full-rank C0, or α > 0) or use float64")
+    return X
+
+
+def _square(name, M, d, dtype, device):
+    if M is None:
+        return torch.zeros(d, d, dtype=dtype, device=device)
+    M = as_matrix(name, M)
+    check_same(name, f"{name} rows", M.shape[0], "K1's key dimension d_in", d)
+    check_same(name, f"{name} columns", M.shape[1], "K1's key dimension d_in", d)
+    check_finite(name, M)
+    return M.to(dtype=dtype, device=device)
+
+
+def memit_delta(R: torch.Tensor, K1: torch.Tensor, C0: torch.Tensor, lam: float,
+                prev_cov: torch.Tensor | None = None, dtype: torch.dtype = torch.float64) -> torch.Tensor:
+    """MEMIT's Δ = R K1ᵀ (λ C0 + Kp Kpᵀ + K1 K1ᵀ)⁻¹, shape (d_out, d_in).
+
+    `prev_cov` is Kp Kpᵀ (unnormalised) or None; `lam` the preservation weight λ ≥ 0
+    (the paper: 15 000–20 000 with C0 normalised by n).
+    """
+    R, K1 = _prepare(R, K1, dtype)
+    d = K1.shape[0]
+    if not lam >= 0:  # `not >=` also rejects NaN
+        raise ValueError(f"lam must be ≥ 0 (the preservation weight λ), got {lam}")
+    C0 = _square("C0", C0, d, dtype, K1.device)
+    Kp = _square("prev_cov (Kp Kpᵀ)", prev_cov, d, dtype, K1.device)
+    A = lam * C0 + Kp + K1 @ K1.T            # (d_in, d_in), symmetric
+    B = R @ K1.T                             # (d_out, d_in)
+    return _solve_checked("MEMIT (λC0 + KpKpᵀ + K1K1ᵀ)", A, B.T).T  # Δ A = B, A symmetric
+
+
+def alphaedit_delta(R: torch.Tensor, K1: torch.Tensor, P: torch.Tensor, alpha: float = 10.0,
+                    prev_cov: torch.Tensor | None = None, dtype: torch.dtype = torch.float64) -> torch.Tensor:
+    """AlphaEdit's Δ = R K1ᵀ P (Kp Kpᵀ P + K1 K1ᵀ P + α I)⁻¹, shape (d_out, d_in).
+
+    `P` is the null-space projector (d_in, d_in), `prev_cov` is Kp Kpᵀ (unnormalised) or None,
+    `alpha` > 0 the ridge weight (the paper: 10).
+    """
+    R, K1 = _prepare(R, K1, dtype)
+    d = K1.shape[0]
+    if not alpha > 0:
+        raise ValueError(f"alpha must be > 0 (it keeps the system invertible), got {alpha}")
+    P = _square("P", P, d, dtype, K1.device)
+    Kp = _square("prev_cov (Kp Kpᵀ)", prev_cov, d, dtype, K1.device)
+    eye = torch.eye(d, dtype=dtype, device=K1.device)
+    Mt = P @ (Kp + K1 @ K1.T) + alpha * eye  # Mᵀ where M = (Kp Kpᵀ + K1 K1ᵀ) P + α I
+    Bt = P @ K1 @ R.T                        # (R K1ᵀ P)ᵀ, (d_in, d_out)
+    return _solve_checked("AlphaEdit (KpKpᵀP + K1K1ᵀP + αI)", Mt, Bt).T

@@ -1,0 +1,360 @@
+"""The "your turn" exercises: checkers accept the reference and name typical mistakes; the
+generator strips every solution and writes valid notebooks; notebooks carry ≥ 2 checks each."""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+import torch
+
+from alphaedit_lite import exercises as ex
+from alphaedit_lite.make_exercises import BEGIN, END, generate, main, strip_solutions
+
+jupytext = pytest.importorskip("jupytext")
+nbformat = pytest.importorskip("nbformat")
+
+ROOT = Path(__file__).resolve().parents[1]
+NB_DIR = ROOT / "notebooks"
+F64 = torch.float64
+EXERCISE_NOTEBOOKS = ["01_null_space_geometry", "02_closed_form_derivation"]
+CHECK_CALL = re.compile(r"^\s*(check_\w+)\((\w+)\)", re.M)
+
+
+def _eye(d):
+    return torch.eye(d, dtype=F64)
+
+
+# ------------------------------------------------------------------ reference and wrong answers
+def cov_ok(K):
+    K = K.to(F64)
+    return K @ K.T / K.shape[1]
+
+
+def proj_ok(C, t):
+    lam, U = torch.linalg.eigh(C)
+    B = U[:, lam < t]
+    return B @ B.T
+
+
+def grad_ok(D, R, K1, P, a, KK):
+    DP = D @ P
+    return 2 * ((DP @ K1 - R) @ K1.T @ P + a * DP + DP @ KK @ P)
+
+
+def ae_ok(R, K1, P, a, KK):
+    A = (KK + K1 @ K1.T) @ P + a * _eye(K1.shape[0])
+    return torch.linalg.solve(A.T, (R @ K1.T @ P).T).T
+
+
+def _bracket(K1, P, a, KK):
+    return (KK + K1 @ K1.T) @ P + a * _eye(K1.shape[0])
+
+
+MISTAKES = {
+    # checker: [(wrong function, expected message text), ...]
+    "check_covariance": [
+        (lambda K: K.to(F64).T @ K.to(F64) / K.shape[1], "shape (n, n)"),
+        (lambda K: K.to(F64) @ K.to(F64).T, "times too large: divide K Kᵀ by the number of keys"),
+        (lambda K: K.to(F64) @ K.to(F64).T / K.shape[0], "you divided by d = K.shape[0]"),
+        (lambda K: K.to(F64) @ K.to(F64).T / (K.shape[1] - 1), "you divided by n − 1"),
+        (lambda K: torch.cov(K.to(F64)), "you subtracted the mean"),
+        (lambda K: K @ K.T / K.shape[1], "covariances are float64"),
+        (lambda K: torch.tril(cov_ok(K)), "C is not symmetric"),
+        (lambda K: cov_ok(K)[:-1, :-1], "C must have shape (d, d)"),
+        (lambda K: cov_ok(K) * 1.001, "C differs from K Kᵀ / n by a relative error"),
+    ],
+    "check_projector": [
+        (lambda C, t: proj_ok(C, t) * 0 + _proj_large(C, t), "P keeps the directions with LARGE eigenvalues"),
+        (lambda C, t: _proj_top(C, t), "eigenvectors with the LARGEST eigenvalues"),
+        (lambda C, t: _proj_rows(C, t), "you took ROWS of U"),
+        (lambda C, t: _basis(C, t), "that is the basis Û"),
+        (lambda C, t: _basis(C, t).T @ _basis(C, t), "you computed Ûᵀ Û"),
+        (lambda C, t: _weighted(C, t), "weighted the eigenvectors by their eigenvalues"),
+        (lambda C, t: proj_ok(C, t * float(torch.linalg.eigvalsh(C).max())), "relative threshold"),
+        (lambda C, t: proj_ok(C, 2e-2), "does not change with the threshold"),
+        (lambda C, t: proj_ok(C, t) + 1e-3 * C, "P is not idempotent"),
+        (lambda C, t: proj_ok(C, t) + 1e-3 * torch.triu(C), "P is not symmetric"),
+        (lambda C, t: proj_ok(C.float(), t), "compute in float64"),
+    ],
+    "check_grad_J": [
+        (lambda D, R, K1, P, a, KK: grad_ok(D, R, K1, P, a, KK) / 2, "forgot the factor 2"),
+        (lambda D, R, K1, P, a, KK: 2 * ((D @ P @ K1 - R) @ K1.T + a * D @ P + D @ P @ KK), "trailing P"),
+        (lambda D, R, K1, P, a, KK: grad_ok(D, R, K1, P, a, KK) - 4 * (D @ P @ K1 - R) @ K1.T @ P,
+         "sign of the fit term is flipped"),
+        (lambda D, R, K1, P, a, KK: grad_ok(D, R, K1, P, a, KK) + 2 * a * (D - D @ P), "not 2αΔ"),
+        (lambda D, R, K1, P, a, KK: grad_ok(D, R, K1, P, a, KK) - 2 * D @ P @ KK @ P, "‖ΔPKp‖² is missing"),
+        (lambda D, R, K1, P, a, KK: grad_ok(D, R, K1, P, a, KK).T, "transposed"),
+        (lambda D, R, K1, P, a, KK: grad_ok(D, R, K1, P, a, KK) * 1.01, "differs from autograd's"),
+        (lambda D, R, K1, P, a, KK: grad_ok(D, R, K1, P, a, KK).float(), "compute in float64"),
+    ],
+    "check_alphaedit_delta": [
+        (lambda R, K1, P, a, KK: torch.linalg.solve(_bracket(K1, P, a, KK).T, (R @ K1.T).T).T,
+         "did you forget the P after K1ᵀ?"),
+        (lambda R, K1, P, a, KK: torch.linalg.solve(_bracket(K1, P, a, KK), (R @ K1.T @ P).T).T,
+         "you used the bracket transposed"),
+        (lambda R, K1, P, a, KK: ae_ok(R, K1, P, a, KK).T, "you returned Δᵀ"),
+        (lambda R, K1, P, a, KK: ae_ok(R, K1, P, 10.0, KK), "ignores the `alpha` argument"),
+        (lambda R, K1, P, a, KK: ae_ok(R, K1, P, a, torch.zeros_like(KK)), "ignores prev_cov"),
+        (lambda R, K1, P, a, KK: ae_ok(R, K1, P, 1 / a, KK), "α is on the wrong side"),
+        (lambda R, K1, P, a, KK: torch.linalg.solve(((KK + K1 @ K1.T + a * _eye(K1.shape[0])) @ P).T,
+                                                    (R @ K1.T @ P).T).T, "α must be added as α·I"),
+        (lambda R, K1, P, a, KK: torch.linalg.solve((P @ (KK + K1 @ K1.T) + a * _eye(K1.shape[0])).T,
+                                                    (R @ K1.T @ P).T).T, "P is on the wrong side of KKᵀ, or torch.linalg.solve(A, B.T).T"),
+        (lambda R, K1, P, a, KK: ae_ok(R, K1, P, a, KK).float(), "compute in float64"),
+        (lambda R, K1, P, a, KK: ae_ok(R, K1, P, a, KK) * 1.01, "differs from alphaedit_delta"),
+    ],
+}
+
+
+def _eig(C):
+    return torch.linalg.eigh(C)
+
+
+def _basis(C, t):
+    lam, U = _eig(C)
+    return U[:, lam < t]
+
+
+def _proj_large(C, t):
+    lam, U = _eig(C)
+    B = U[:, lam >= t]
+    return B @ B.T
+
+
+def _proj_top(C, t):
+    lam, U = _eig(C)
+    r = int((lam < t).sum())
+    B = U[:, len(lam) - r:]
+    return B @ B.T
+
+
+def _proj_rows(C, t):
+    lam, U = _eig(C)
+    B = U.T[:, lam < t]
+    return B @ B.T
+
+
+def _weighted(C, t):
+    lam, U = _eig(C)
+    k = lam < t
+    return (U[:, k] * lam[k]) @ U[:, k].T
+
+
+def ae_with_inverse(R, K1, P, alpha, prev_cov):
+    A = (prev_cov + K1 @ K1.T) @ P + alpha * torch.eye(K1.shape[0], dtype=torch.float64)
+    return R @ K1.T @ P @ torch.linalg.inv(A)
+
+
+REFERENCES = {"check_covariance": cov_ok, "check_projector": proj_ok, "check_grad_J": grad_ok,
+              "check_alphaedit_delta": ae_ok}
+
+
+# ------------------------------------------------------------------------------------- checkers
+@pytest.mark.parametrize("checker", sorted(REFERENCES))
+def test_checker_accepts_the_reference(checker, capsys):
+    getattr(ex, checker)(REFERENCES[checker])
+    out = capsys.readouterr().out
+    assert out.startswith("✓ ") and "matches the reference" in out
+
+
+@pytest.mark.parametrize("checker,wrong,expected", [
+    pytest.param(c, fn, msg, id=f"{c}-{i}") for c, items in MISTAKES.items() for i, (fn, msg) in enumerate(items)])
+def test_checker_diagnoses_typical_mistake(checker, wrong, expected):
+    with pytest.raises(AssertionError) as info:
+        getattr(ex, checker)(wrong)
+    msg = str(info.value)
+    assert msg.startswith("✗ ") and expected in msg, msg
+
+
+def test_explicit_inverse_is_refused_even_with_right_values():
+    assert float(torch.linalg.matrix_norm(ae_with_inverse(*_small_ae_args()) - ae_ok(*_small_ae_args()))) < 1e-10
+    with pytest.raises(AssertionError, match=r"explicit inverse \(linalg\.inv\).*linear solve"):
+        ex.check_alphaedit_delta(ae_with_inverse)
+
+
+def _small_ae_args():
+    g = torch.Generator().manual_seed(0)
+    K1, R = torch.randn(5, 2, generator=g, dtype=F64), torch.randn(3, 2, generator=g, dtype=F64)
+    return R, K1, proj_ok(_eye(5) * torch.tensor([0, 0, 1, 1, 1.0], dtype=F64), 0.5), 10.0, torch.zeros(5, 5, dtype=F64)
+
+
+@pytest.mark.parametrize("checker", sorted(REFERENCES))
+def test_unwritten_exercise_says_so(checker):
+    def todo(*args):
+        raise NotImplementedError("your turn: write this part")
+
+    with pytest.raises(AssertionError, match="not written yet"):
+        getattr(ex, checker)(todo)
+
+
+@pytest.mark.parametrize("checker", sorted(REFERENCES))
+def test_checker_reports_crashes_and_bad_returns(checker):
+    def crash(*args):
+        raise IndexError("index 9 is out of bounds")
+
+    with pytest.raises(AssertionError, match="your function raised IndexError: index 9"):
+        getattr(ex, checker)(crash)
+    with pytest.raises(AssertionError, match="forget the `return`"):
+        getattr(ex, checker)(lambda *a: None)
+    with pytest.raises(TypeError, match="pass your function itself"):
+        getattr(ex, checker)(torch.zeros(3))
+
+
+def test_checkers_do_not_touch_the_global_random_state():
+    torch.manual_seed(123)
+    expected = torch.rand(3)
+    torch.manual_seed(123)
+    for name, fn in REFERENCES.items():
+        getattr(ex, name)(fn)
+    assert torch.equal(torch.rand(3), expected)
+
+
+# ------------------------------------------------------------------------------------ generator
+def test_strip_solutions_replaces_each_block_at_its_indentation():
+    src = ("def f(x):\n    \"\"\"doc\"\"\"\n    # BEGIN SOLUTION: square \"it\"\n    y = x * x\n\n    return y\n"
+           "    # END SOLUTION\n\n# BEGIN SOLUTION\nz = 1\n# END SOLUTION\nprint('kept')")
+    out, n = strip_solutions(src)
+    assert n == 2
+    assert out.splitlines() == [
+        "def f(x):", '    """doc"""', '    raise NotImplementedError("your turn: square \\"it\\"")', "",
+        'raise NotImplementedError("your turn: write this part")', "print('kept')"]
+    ns: dict = {}
+    exec(compile(out.split("\nraise")[0], "<cell>", "exec"), ns)
+    with pytest.raises(NotImplementedError, match='square "it"'):
+        ns["f"](3)
+
+
+@pytest.mark.parametrize("src,msg", [
+    ("# BEGIN SOLUTION\nx = 1", "never closed"),
+    ("x = 1\n# END SOLUTION", "without a BEGIN"),
+    ("# BEGIN SOLUTION\n# BEGIN SOLUTION\nx = 1\n# END SOLUTION", "inside the block"),
+    ("# BEGIN SOLUTION\n\n# END SOLUTION", "empty solution block"),
+])
+def test_strip_solutions_rejects_broken_markers(src, msg):
+    with pytest.raises(ValueError, match=msg):
+        strip_solutions(src, where="nb, cell 3")
+
+
+@pytest.fixture(scope="module")
+def generated(tmp_path_factory):
+    out = tmp_path_factory.mktemp("exercises")
+    return out, {r.name: r for r in generate(NB_DIR, out)}
+
+
+def _solution_blocks(source: str) -> list[list[str]]:
+    blocks, cur = [], None
+    for line in source.splitlines():
+        if BEGIN.match(line):
+            cur = []
+        elif END.match(line):
+            blocks.append(cur)
+            cur = None
+        elif cur is not None and line.strip() and not line.strip().startswith("#"):
+            cur.append(line.strip())
+    return blocks
+
+
+def test_generator_writes_every_notebook_as_valid_output_free_ipynb_and_py(generated):
+    out, results = generated
+    sources = sorted(p.stem for p in NB_DIR.glob("*.py") if not p.name.startswith("_"))
+    assert sorted(results) == sources
+    for name in sources:
+        nb = nbformat.read(out / f"{name}.ipynb", as_version=4)
+        nbformat.validate(nb)
+        assert all(not c.get("outputs") and c.get("execution_count") is None for c in nb.cells if c.cell_type == "code")
+        src_nb = jupytext.read(NB_DIR / f"{name}.py")
+        assert len(nb.cells) == len(src_nb.cells)
+        assert [c.cell_type for c in nb.cells] == [c.cell_type for c in src_nb.cells]
+        assert (out / f"{name}.py").read_text(encoding="utf-8").startswith("# ---")
+
+
+@pytest.mark.parametrize("name", EXERCISE_NOTEBOOKS)
+def test_generator_strips_every_solution(generated, name):
+    out, results = generated
+    src_nb = jupytext.read(NB_DIR / f"{name}.py")
+    ex_nb = nbformat.read(out / f"{name}.ipynb", as_version=4)
+    n_blocks = 0
+    for c_src, c_ex in zip(src_nb.cells, ex_nb.cells):
+        if c_src.cell_type != "code":
+            continue
+        blocks = _solution_blocks(c_src.source)
+        n_blocks += len(blocks)
+        assert "SOLUTION" not in c_ex.source
+        if not blocks:
+            assert c_ex.source == c_src.source, "cells without solutions must be copied unchanged"
+            continue
+        assert c_ex.source.count('raise NotImplementedError("your turn: ') == len(blocks)
+        for line in (x for b in blocks for x in b):
+            assert line not in [y.strip() for y in c_ex.source.splitlines()], f"solution line survived: {line!r}"
+    assert results[name].exercises == n_blocks >= 2
+    assert "Exercise version" in ex_nb.cells[0].source
+
+
+@pytest.mark.parametrize("name", EXERCISE_NOTEBOOKS)
+def test_generated_exercise_cells_raise_and_their_checks_say_not_written(generated, name):
+    out, _ = generated
+    cells = [c for c in nbformat.read(out / f"{name}.ipynb", as_version=4).cells if c.cell_type == "code"]
+    found = 0
+    for i, cell in enumerate(cells):
+        if "your turn: " not in cell.source:
+            continue
+        ns: dict = {"torch": torch}
+        exec(compile(cell.source, f"{name}[{i}]", "exec"), ns)
+        fns = [v for k, v in ns.items() if callable(v) and k.startswith("my_")]
+        assert fns, f"{name}: exercise cell {i} defines no my_* function"
+        for fn in fns:
+            with pytest.raises(NotImplementedError, match="your turn"):
+                fn(*[None] * fn.__code__.co_argcount)
+        check = cells[i + 1].source
+        assert CHECK_CALL.search(check), f"{name}: the cell after exercise cell {i} must call a checker"
+        with pytest.raises(AssertionError, match="not written yet"):
+            exec(compile(check, f"{name}[{i + 1}]", "exec"), ns)
+        found += 1
+    assert found >= 2
+
+
+def test_generator_refuses_to_overwrite_the_notebooks(tmp_path, capsys):
+    with pytest.raises(ValueError, match="overwrite the solutions"):
+        generate(NB_DIR, NB_DIR)
+    assert main(["--src", str(tmp_path / "missing"), "--out", str(tmp_path / "x")]) == 2
+    assert "does not exist" in capsys.readouterr().err
+    assert not (tmp_path / "x").exists()
+
+
+def test_generator_command_line(tmp_path, capsys):
+    assert main(["--out", str(tmp_path / "ex")]) == 0
+    printed = capsys.readouterr().out
+    assert f"written to {tmp_path / 'ex'}/" in printed
+    for name in EXERCISE_NOTEBOOKS:
+        assert (tmp_path / "ex" / f"{name}.ipynb").exists() and f"{name}: 2 exercise(s)" in printed
+
+
+# ------------------------------------------------------------------------------------ notebooks
+@pytest.mark.parametrize("name", EXERCISE_NOTEBOOKS)
+def test_notebook_has_at_least_two_checked_exercises(name):
+    cells = [c for c in jupytext.read(NB_DIR / f"{name}.py").cells if c.cell_type == "code"]
+    checked = []
+    for i, cell in enumerate(cells):
+        if not _solution_blocks(cell.source):
+            continue
+        nxt = cells[i + 1].source if i + 1 < len(cells) else ""
+        m = CHECK_CALL.search(nxt)
+        assert m and "from alphaedit_lite.exercises import" in nxt, \
+            f"{name}: the exercise cell {i} must be followed by a cell calling a checker from alphaedit_lite.exercises"
+        assert hasattr(ex, m.group(1)) and f"def {m.group(2)}(" in cell.source
+        checked.append(m.group(1))
+    assert len(set(checked)) >= 2, f"{name}: {checked}"
+
+
+@pytest.mark.parametrize("name", EXERCISE_NOTEBOOKS)
+def test_notebook_solutions_pass_their_checks(name, capsys):
+    """The solutions as committed pass (fast, without running the whole notebook)."""
+    cells = [c for c in jupytext.read(NB_DIR / f"{name}.py").cells if c.cell_type == "code"]
+    for i, cell in enumerate(cells):
+        if _solution_blocks(cell.source):
+            ns: dict = {"torch": torch}
+            exec(compile(cell.source, f"{name}[{i}]", "exec"), ns)
+            m = CHECK_CALL.search(cells[i + 1].source)
+            getattr(ex, m.group(1))(ns[m.group(2)])
+            assert capsys.readouterr().out.startswith("✓ ")
