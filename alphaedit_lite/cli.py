@@ -47,6 +47,10 @@ def build_parser() -> argparse.ArgumentParser:
     q = sub.add_parser("demo", help="the kit's main job (what `make demo` runs)")
     add_check_flags(q)
     q.set_defaults(func=_cmd_demo)
+
+    from .edit_cli import add_edit_parser, add_stats_parser  # edit a real model; key statistics and P
+    add_edit_parser(sub)
+    add_stats_parser(sub)
     return p
 
 

@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 __all__ = [
-    "METHOD_NAMES", "method_name", "make_request", "greedy_next_word", "target_probabilities",
+    "METHOD_NAMES", "method_name", "cpu_threads", "check_edit_inputs", "make_request", "greedy_next_word", "target_probabilities",
     "EditReport", "run_edit", "format_edit_report", "cmd_edit", "add_edit_parser",
     "StatsRow", "run_stats", "format_stats_report", "cmd_stats", "add_stats_parser",
     "build_parser", "main",
@@ -139,9 +139,36 @@ def target_probabilities(model, tok, text: str, targets: Sequence[str]) -> list[
     return [math.exp(float(x)) for x in sc.sum]
 
 
-def _load(model_name: str, device: str | None):
+def cpu_threads(threads: int | None = None) -> int:
+    """Set torch's intra-op CPU threads: ``threads``, or as many as the cores other jobs leave free.
+
+    The automatic choice is ``max(1, min(torch's default, int(cores − load average)))``: on a
+    shared CPU, OpenMP threads that spin-wait for a busy sibling core make small matrix products
+    10-30× slower (measured: 5 target-optimisation steps of SmolLM2 took 65 s with 2 threads and
+    1.9 s with 1 on a loaded 2-core machine). Returns the number of threads now in use.
+    """
+    import os
+
+    import torch
+
+    if threads is not None:
+        if threads < 1:
+            raise ValueError(f"--threads must be ≥ 1, got {threads}")
+        torch.set_num_threads(int(threads))
+        return torch.get_num_threads()
+    try:
+        free = (os.cpu_count() or 1) - os.getloadavg()[0]
+    except (OSError, AttributeError):   # no load average on this platform: keep torch's default
+        return torch.get_num_threads()
+    torch.set_num_threads(max(1, min(torch.get_num_threads(), int(free))))
+    return torch.get_num_threads()
+
+
+def _load(model_name: str, device: str | None, threads: int | None = None):
     from .models import load_model
 
+    n = cpu_threads(threads)
+    print(f"using {n} CPU thread(s)", file=sys.stderr)
     t0 = time.perf_counter()
     model, tok = load_model(model_name, device=device)
     return model, tok, time.perf_counter() - t0
@@ -182,14 +209,15 @@ class EditReport:
 def run_edit(model, tok, method: str, subject: str, prompt: str, target: str, target_true: str | None = None, *,
              hparams: Any = None, model_name: str = "smollm2-135m", layers: Sequence[int] | None = None,
              corpus: str | None = None, n_tokens: int | None = None, threshold: float | None = None,
-             mode: str | None = None, steps: int | None = None, max_new_tokens: int = 20,
+             mode: str | None = None, steps: int | None = None, prefixes: int | None = None,
+             max_new_tokens: int = 20,
              restore: bool = True, progress: bool = True, stats: Any = None) -> EditReport:
     """Edit ``model`` with ``method`` and measure it; the weights are restored afterwards unless ``restore=False``.
 
     ``hparams`` (a dataclass or a JSON path) defaults to the shipped file for ``model_name``;
     ``layers``, ``corpus`` (``hparams.mom2_dataset``), ``n_tokens`` (``hparams.mom2_n_tokens``),
-    ``threshold``/``mode`` (AlphaEdit's projector) and ``steps`` (``v_num_grad_steps`` / FT's
-    ``num_steps``) override it.
+    ``threshold``/``mode`` (AlphaEdit's projector), ``steps`` (``v_num_grad_steps`` / FT's
+    ``num_steps``) and ``prefixes`` (``context_n_prefixes``) override it.
     """
     import torch
 
@@ -210,6 +238,8 @@ def run_edit(model, tok, method: str, subject: str, prompt: str, target: str, ta
         changes["layers"] = sorted({int(x) for x in layers})
     if steps is not None:
         changes["num_steps" if isinstance(hp, FTHParams) else "v_num_grad_steps"] = int(steps)
+    if prefixes is not None:
+        changes["context_n_prefixes"] = int(prefixes)
     if isinstance(hp, MEMITHParams):
         if threshold is not None:
             changes["nullspace_threshold"] = float(threshold)
@@ -217,7 +247,7 @@ def run_edit(model, tok, method: str, subject: str, prompt: str, target: str, ta
             changes["nullspace_mode"] = mode
     if changes:
         hp = hp.replace(**changes)
-    from .models import num_layers
+    from .models import mlp_width, num_layers
     n_layers = num_layers(model)
     if any(not 0 <= x < n_layers for x in hp.layers):
         raise ValueError(f"--layers {hp.layers} out of range: this model has {n_layers} layers (0..{n_layers - 1})")
@@ -232,6 +262,11 @@ def run_edit(model, tok, method: str, subject: str, prompt: str, target: str, ta
     if uses_stats and stats is None:
         corpus_used = corpus or hp.mom2_dataset
         tokens_used = int(n_tokens) if n_tokens is not None else hp.mom2_n_tokens
+        d_in = mlp_width(model)
+        if method != "AlphaEdit" and tokens_used < d_in:
+            raise ValueError(f"--tokens {tokens_used} is below the key dimension d_ff = {d_in}: C0 = K0K0ᵀ/n then has "
+                             f"rank < {d_in} and {method}'s linear system (λC0 + K1K1ᵀ) is singular. Use --tokens "
+                             f"≥ {3 * d_in} (the shipped setting is {hp.mom2_n_tokens}), or --method AlphaEdit")
         t1 = time.perf_counter()
         stats = layer_stats(model, tok, hp.layers, corpus_used, tokens_used, min(hp.mom2_seq_len, max(tokens_used, 2)),
                             progress=progress)
@@ -299,12 +334,12 @@ def cmd_edit(args: argparse.Namespace) -> int:
     check_edit_inputs(args.subject, args.prompt, args.target, args.target_true)  # before the slow load
     if args.tokens is not None and args.tokens < 1:
         raise ValueError(f"--tokens must be a positive number of corpus tokens, got {args.tokens}")
-    model, tok, secs = _load(args.model, args.device)
+    model, tok, secs = _load(args.model, args.device, args.threads)
     print(f"loaded {args.model} in {secs:.1f} s on {next(model.parameters()).device}", file=sys.stderr)
     r = run_edit(model, tok, method, args.subject, args.prompt, args.target, args.target_true,
                  hparams=args.hparams, model_name=args.model, layers=args.layers, corpus=args.corpus,
                  n_tokens=args.tokens, threshold=args.threshold, mode=args.mode, steps=args.steps,
-                 max_new_tokens=args.max_new_tokens, progress=not args.quiet)
+                 prefixes=args.prefixes, max_new_tokens=args.max_new_tokens, progress=not args.quiet)
     print(format_edit_report(r))
     return 0 if r.success else 1
 
@@ -335,9 +370,13 @@ def add_edit_parser(subparsers) -> argparse.ArgumentParser:
     q.add_argument("--mode", default=None, choices=["absolute", "relative", "energy", "rank"],
                    help="how the threshold is read (default absolute)")
     q.add_argument("--steps", type=int, default=None, help="optimisation steps of the target vector (default 25)")
+    q.add_argument("--prefixes", type=int, default=None,
+                   help="number of model-sampled context prefixes the key and target are averaged over (default 10)")
     q.add_argument("--hparams", default=None, help="a JSON hyper-parameter file instead of the shipped one")
     q.add_argument("--max-new-tokens", type=int, default=20, help="length of the greedy generations (default 20)")
     q.add_argument("--device", default=None, help="cpu, cuda, mps (default: picked automatically)")
+    q.add_argument("--threads", type=int, default=None,
+                   help="CPU threads for torch (default: the cores other jobs leave free, at least 1)")
     q.add_argument("--quiet", action="store_true", help="no progress bars")
     q.set_defaults(func=cmd_edit)
     return q
@@ -419,7 +458,7 @@ def cmd_stats(args: argparse.Namespace) -> int:
                              f"pass --layers and --tokens ({exc})") from None
         layers = layers or hp.layers
         n_tokens = n_tokens or hp.mom2_n_tokens
-    model, tok, secs = _load(args.model, args.device)
+    model, tok, secs = _load(args.model, args.device, args.threads)
     print(f"loaded {args.model} in {secs:.1f} s on {next(model.parameters()).device}", file=sys.stderr)
     t0 = time.perf_counter()
     st, rows = run_stats(model, tok, layers, args.corpus, n_tokens, seq_len=seq_len, threshold=args.threshold,
@@ -448,6 +487,8 @@ def add_stats_parser(subparsers) -> argparse.ArgumentParser:
                    help="how the threshold is read (default absolute)")
     q.add_argument("--force", action="store_true", help="recompute even if cached")
     q.add_argument("--device", default=None, help="cpu, cuda, mps (default: picked automatically)")
+    q.add_argument("--threads", type=int, default=None,
+                   help="CPU threads for torch (default: the cores other jobs leave free, at least 1)")
     q.add_argument("--quiet", action="store_true", help="no progress bars")
     q.set_defaults(func=cmd_stats)
     return q

