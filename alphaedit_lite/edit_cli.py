@@ -33,7 +33,7 @@ __all__ = [
     "METHOD_NAMES", "method_name", "cpu_threads", "check_edit_inputs", "make_request", "greedy_next_word", "target_probabilities",
     "EditReport", "run_edit", "format_edit_report", "cmd_edit", "add_edit_parser",
     "StatsRow", "run_stats", "format_stats_report", "cmd_stats", "add_stats_parser",
-    "build_parser", "main",
+    "main",
 ]
 
 #: The methods the `edit` command knows, in their canonical spelling (matching is case-insensitive).
@@ -494,25 +494,8 @@ def add_stats_parser(subparsers) -> argparse.ArgumentParser:
     return q
 
 
-# ------------------------------------------------------------------------------------------------
-# Stand-alone entry point (the same error handling as alphaedit_lite.cli.main)
-# ------------------------------------------------------------------------------------------------
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="alphaedit-lite", description="edit a real model; key statistics")
-    sub = p.add_subparsers(dest="command", required=True)
-    add_edit_parser(sub)
-    add_stats_parser(sub)
-    return p
-
-
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    try:
-        return int(args.func(args) or 0)
-    except (ValueError, TypeError, FileNotFoundError) as exc:
-        print(f"alphaedit-lite: error: {exc}", file=sys.stderr)
-        return 2
+    """The `alphaedit-lite` command line (`alphaedit_lite.cli.main`), which registers `edit` and `stats`."""
+    from .cli import main as cli_main
 
-
-if __name__ == "__main__":
-    raise SystemExit(main())
+    return cli_main(argv)
