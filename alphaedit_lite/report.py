@@ -73,10 +73,14 @@ def plot_runs_png(runs: dict, path, title: str = "") -> Path:
     data = {k: load_run(v) for k, v in runs.items()}
     fig, axes = plt.subplots(2, 3, figsize=(15, 8), constrained_layout=True)
     for ax, (key, label) in zip(axes.flat[:4], METRICS):
+        drawn = 0
         for name, run in data.items():
             xs, ys = _series(run["metrics"], key)
             if xs:
                 ax.plot(xs, ys, marker="o" if len(xs) < 30 else None, ms=3, label=name)
+                drawn += 1
+        if not drawn:  # e.g. requests without paraphrase/neighbourhood/generation prompts
+            ax.text(0.5, 0.5, "not measured in this run", ha="center", va="center", transform=ax.transAxes, color="0.4")
         ax.set_title(label)
         ax.set_xlabel("edits so far")
         ax.grid(alpha=0.3)
