@@ -22,8 +22,9 @@ def _cmd_check(args: argparse.Namespace) -> int:
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
-    print("alphaedit-lite demo: the null-space check on synthetic keys\n")
-    return _cmd_check(args)
+    from .sequential import cmd_demo
+
+    return cmd_demo(args)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -44,9 +45,12 @@ def build_parser() -> argparse.ArgumentParser:
     add_check_flags(q)
     q.set_defaults(func=_cmd_check)
 
-    q = sub.add_parser("demo", help="the kit's main job (what `make demo` runs)")
-    add_check_flags(q)
+    from .sequential import add_demo_flags, add_sequential_parser
+    q = sub.add_parser("demo", help="the kit's main job (what `make demo` runs): sequential MEMIT vs AlphaEdit "
+                                    "on the tiny world, with plots and a summary table")
+    add_demo_flags(q)
     q.set_defaults(func=_cmd_demo)
+    add_sequential_parser(sub)
 
     from .edit_cli import add_edit_parser, add_stats_parser  # edit a real model; key statistics and P
     add_edit_parser(sub)

@@ -13,6 +13,8 @@ message gives the measured error.
 | `check_projector(fn)` | `fn(C, threshold) -> P = Û Ûᵀ`, Û = eigenvectors with λ < threshold | AlphaEdit Eq. 5-7 |
 | `check_grad_J(fn)` | `fn(Delta, R, K1, P, alpha, prev_cov) -> ∇J(Δ)` | AlphaEdit Eq. 13 |
 | `check_alphaedit_delta(fn)` | `fn(R, K1, P, alpha, prev_cov) -> Δ = R K1ᵀ P (KpKpᵀP + K1K1ᵀP + αI)⁻¹` | AlphaEdit Eq. 14 |
+| `check_subject_key(fn, model, tok, layer)` | `fn(model, tok, text, subject, layer) -> k` (d_in,), the rewrite module's input at the subject's last token | MEMIT Eq. 14 / ROME Sec. 3.1 |
+| `check_projection(fn)` | `fn(Delta, P) -> Δ P`, AlphaEdit's plug-in for a MEMIT update: (ΔP)K0 = 0 | AlphaEdit Sec. 3 ("one line of code") |
 
 Shapes follow CONTRIBUTING.md: keys are columns (d_in, n), Δ and W are (d_out, d_in),
 `prev_cov` is Kp Kpᵀ (d_in, d_in), everything is float64.
@@ -27,9 +29,10 @@ from typing import Callable
 import torch
 
 from .nullspace import null_space_projector
-from .solvers import alphaedit_delta
+from .solvers import alphaedit_delta, memit_delta
 
-__all__ = ["check_covariance", "check_projector", "check_grad_J", "check_alphaedit_delta"]
+__all__ = ["check_covariance", "check_projector", "check_grad_J", "check_alphaedit_delta", "check_subject_key",
+           "check_projection"]
 
 F64 = torch.float64
 MATCH_RTOL = 1e-8   # a learner's answer this close (relative Frobenius norm) to the reference passes
@@ -450,3 +453,218 @@ def check_alphaedit_delta(fn: Callable) -> None:
                               "use a linear solve, torch.linalg.solve(A.T, B.T).T, which is cheaper and more "
                               "accurate when the bracket is ill-conditioned")
     _ok(fn, "Δ = R K1ᵀ P (KpKpᵀP + K1K1ᵀP + αI)⁻¹ (Eq. 14), in the null space, with a linear solve", cases)
+
+
+# ------------------------------------------------------------- 5. the key at the subject's last token
+#: (text, subject) pairs: subjects at the start, in the middle and at the end of a prompt, one word
+#: and several words (several tokens in any tokenizer), so every typical position mistake shows.
+SUBJECT_KEY_CASES = [
+    ("The Eiffel Tower is located in the city of", "The Eiffel Tower"),
+    ("The mother tongue of Danielle Darrieux is", "Danielle Darrieux"),
+    ("The headquarters of the Autonomous University of Madrid is in", "Autonomous University of Madrid"),
+    ("Apple was founded by", "Apple"),
+    ("The Colosseum is in Rome, and so is Toko Yasuda", "Toko Yasuda"),
+]
+KEY_RTOL = 1e-4   # keys come from a float32 forward pass
+
+
+def _token_ids(tok, text: str) -> list[int]:
+    ids = tok(text).input_ids
+    return list(ids[0] if ids and isinstance(ids[0], list) else ids)
+
+
+def _subject_first_index(tok, text: str, start: int) -> int:
+    """Index of the subject's first token (the space before a word belongs to the word's token)."""
+    return len(_token_ids(tok, text[:start].rstrip())) if start > 0 else len(_token_ids(tok, ""))
+
+
+def _all_positions(model, tok, text: str, layer: int) -> dict:
+    """One forward pass: keys of every layer (T, d_in), the layer's values (T, d_out), hidden states."""
+    from . import models as M
+    from .hooks import TraceDict
+
+    spec = M.arch_spec(model)
+    names = [spec.rewrite_name(x) for x in range(M.num_layers(model))]
+    ids = torch.tensor([_token_ids(tok, text)], device=next(model.parameters()).device)
+    with TraceDict(model, names, retain_input=True, retain_output=True) as td, torch.no_grad():
+        out = model(input_ids=ids, output_hidden_states=True)
+    return {"keys": {x: td[n].input[0].detach().cpu().to(F64) for x, n in enumerate(names)},   # (T, d_in)
+            "values": td[names[layer]].output[0].detach().cpu().to(F64),                       # (T, d_out)
+            "hidden": [h[0].detach().cpu().to(F64) for h in out.hidden_states]}                # (T, d_model)
+
+
+def _vrel(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float((a.to(F64) - b.to(F64)).norm() / max(float(b.to(F64).norm()), 1e-300))
+
+
+def check_subject_key(fn: Callable, model, tok, layer: int | None = None) -> None:
+    """Check `fn(model, tok, text, subject, layer) -> k`: the input of layer `layer`'s rewrite module
+    (the MLP's output projection, W of shape (d_out, d_in)) at the subject's LAST token, shape (d_in,).
+
+    The reference is `alphaedit_lite.keys.compute_keys` on the plain prompt; a wrong answer is
+    matched against the keys at every other position, of every other layer, against the module's
+    output and the residual stream, to name the mistake.
+    """
+    from . import models as M
+    from .keys import compute_keys, locate_subject
+    from .requests import EditRequest
+
+    _require_callable(fn)
+    if not isinstance(model, torch.nn.Module):
+        raise TypeError(f"pass the model as the second argument, check_subject_key(fn, model, tok, layer), got "
+                        f"{type(model).__name__}")
+    n_layers = M.num_layers(model)
+    layer = n_layers // 2 if layer is None else layer
+    if isinstance(layer, bool) or not isinstance(layer, int) or not 0 <= layer < n_layers:
+        raise ValueError(f"layer must be an int in 0..{n_layers - 1}, got {layer!r}")
+    d_in = M.mlp_width(model)
+    labels = []
+    multi = False
+    for text, subject in SUBJECT_KEY_CASES:
+        start = text.index(subject)
+        sent = locate_subject(tok, text, subject, subject_start=start)
+        i = sent.subject_last
+        first = _subject_first_index(tok, text, start)
+        multi = multi or first < i
+        req = EditRequest(prompt=text[:start] + "{}" + text[start + len(subject):], subject=subject, target_new="x")
+        ref = compute_keys(model, tok, [req], layer)[layer][:, 0].detach().cpu().to(F64)        # (d_in,)
+        ids = sent.ids
+        toks = [tok.decode([t]) for t in ids]
+        label = f"{subject!r} in {text!r}"
+        labels.append(f"{subject!r} ({i - first + 1} token{'s' if i > first else ''})")
+        case = _Case(label, (model, tok, text, subject, layer), ref)
+        out = _call(fn, case).to(F64)
+        shape = tuple(out.shape)
+        if shape == (1, d_in):
+            raise _fail(fn, case, f"shape {shape}: you kept the batch dimension; return the key of one token, shape "
+                                  f"(d_in,) = ({d_in},), e.g. tr.input[0, index]")
+        if shape == (len(ids), d_in) or shape == (1, len(ids), d_in):
+            raise _fail(fn, case, f"shape {shape}: those are the keys of all {len(ids)} tokens; return only the one at "
+                                  f"the subject's last token, shape ({d_in},)")
+        if shape != (d_in,):
+            pos = _all_positions(model, tok, text, layer)
+            if shape == tuple(pos["values"][i].shape) and _vrel(out, pos["values"][i]) < KEY_RTOL:
+                raise _fail(fn, case, "that is the module's OUTPUT (the value v = W k), not its input: the key is "
+                                      "what goes into the down projection, read it with retain_input=True (tr.input)")
+            for h in pos["hidden"]:
+                if shape == tuple(h[i].shape) and _vrel(out, h[i]) < KEY_RTOL:
+                    raise _fail(fn, case, "that is the residual stream (a hidden state), not the key: the key is the "
+                                          f"input of the MLP's down projection, {d_in} wide, read with a Trace on "
+                                          "spec.rewrite_name(layer) and retain_input=True")
+            raise _fail(fn, case, f"the key must have shape (d_in,) = ({d_in},), the width of the MLP's hidden layer; "
+                                  f"got {shape}")
+        _check_finite(fn, case, out)
+        err = _vrel(out, ref)
+        if err < KEY_RTOL:
+            continue
+        pos = _all_positions(model, tok, text, layer)
+        keys = pos["keys"][layer]                                                               # (T, d_in)
+        match = [j for j in range(keys.shape[0]) if _vrel(out, keys[j]) < KEY_RTOL]
+        where = f"token {i} ({toks[i]!r})"
+        if match:
+            j = match[0]
+            if j == first and first < i:
+                raise _fail(fn, case, f"you took the FIRST token of the subject ({toks[j]!r}, index {j}); the key is "
+                                      f"read at its LAST token, {where}")
+            if j == i + 1:
+                raise _fail(fn, case, f"one token too far: index {j} ({toks[j]!r}) is the token after the subject; "
+                                      f"its last token is {where} (the length of the tokenized prefix minus 1)")
+            if j == len(ids) - 1:
+                raise _fail(fn, case, f"you took the prompt's last token ({toks[j]!r}, index {j}); the key is read at "
+                                      f"the subject's last token, {where}")
+            if j == i - 1:
+                raise _fail(fn, case, f"one token too early: index {j} ({toks[j]!r}); the subject's last token is {where}")
+            raise _fail(fn, case, f"you read the key at token {j} ({toks[j]!r}); the subject's last token is {where}")
+        mean = keys[first:i + 1].mean(0)
+        if first < i and _vrel(out, mean) < KEY_RTOL:
+            raise _fail(fn, case, "you averaged the keys of the subject's tokens; the key is the one at the subject's "
+                                  f"last token, {where} (MEMIT averages over context templates, not over tokens)")
+        for x, kx in pos["keys"].items():
+            if x != layer and _vrel(out, kx[i]) < KEY_RTOL:
+                raise _fail(fn, case, f"right token, wrong layer: your key comes from layer {x}, not layer {layer}; "
+                                      "trace spec.rewrite_name(layer) of the layer you were given")
+        raise _fail(fn, case, f"your key differs from alphaedit_lite.keys' by a relative error {err:.2e}; read the "
+                              f"input of layer {layer}'s rewrite module at the subject's last token, {where}")
+    assert multi, "internal: the cases need a subject of several tokens"
+    print(f"✓ {_name(fn)}: key at the subject's last token (layer {layer}) — matches alphaedit_lite.keys on "
+          f"{len(SUBJECT_KEY_CASES)} prompts ({'; '.join(labels)})")
+
+
+# -------------------------------------------------------------------- 6. the projection plug-in Δ P
+def _projection_cases() -> list[dict]:
+    """MEMIT updates Δ (d_out, d_in) and null-space projectors P of preserved keys K0 (d_in, n)."""
+    gen = torch.Generator().manual_seed(606)
+    out = []
+    for label, d_in, d_out, r, u, lam in [
+        ("d_in 8, d_out 5, rank(K0) 5, 5 new facts", 8, 5, 5, 5, 1.0),
+        ("square Δ: d_in = d_out = 6, rank(K0) 3, 4 new facts", 6, 6, 3, 4, 0.1),
+        ("d_in 10, d_out 12, rank(K0) 7, 5 new facts", 10, 12, 7, 5, 10.0),
+        ("d_in 16, d_out 4, rank(K0) 11, 7 new facts, λ 1e4 (MEMIT's strong constraint)", 16, 4, 11, 7, 1e4),
+    ]:
+        # u > d_in − r new keys: λC0 + K1K1ᵀ is invertible although C0 has an exact null space, and
+        # MEMIT's Δ then has a part outside that null space (ΔK0 ≠ 0) for the projection to remove
+        Us = torch.linalg.qr(torch.randn(d_in, r, generator=gen, dtype=F64))[0]      # (d_in, r)
+        K0 = Us @ torch.randn(r, 30 * r, generator=gen, dtype=F64)                     # (d_in, n), rank r
+        C0 = K0 @ K0.T / K0.shape[1]                                                   # (d_in, d_in)
+        P = null_space_projector(C0, threshold=1e-9, mode="absolute").P                # (d_in, d_in), rank d_in − r
+        K1 = torch.randn(d_in, u, generator=gen, dtype=F64)                            # (d_in, u)
+        R = torch.randn(d_out, u, generator=gen, dtype=F64)                            # (d_out, u)
+        out.append(dict(label=label, Delta=memit_delta(R, K1, C0, lam), P=P, K0=K0))
+    return out
+
+
+def check_projection(fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]) -> None:
+    """Check `fn(Delta, P) -> Δ P`: AlphaEdit's one-line plug-in turns any update Δ (d_out, d_in)
+    into one that leaves the preserved keys' outputs alone, (Δ P) K0 ≈ 0."""
+    _require_callable(fn)
+    worst, memit_worst = 0.0, 0.0
+    cases = []
+    for c in _projection_cases():
+        D, P, K0 = c["Delta"], c["P"], c["K0"]
+        case = _Case(c["label"], (D, P), D @ P)
+        cases.append(case)
+        d_out, d_in = D.shape
+        try:
+            out = _call(fn, case)
+        except AssertionError as exc:
+            cause = str(exc.__cause__ or "")
+            if isinstance(exc.__cause__, RuntimeError) and "cannot be multiplied" in cause:
+                raise _fail(fn, case, f"you multiplied on the wrong side (P Δ): Δ is (d_out, d_in) = ({d_out}, {d_in}) "
+                                      f"and acts on keys from the right (Δ k), so the projection goes on the right: "
+                                      "Δ @ P") from exc.__cause__
+            if isinstance(exc.__cause__, RuntimeError) and "must match the size" in cause:
+                raise _fail(fn, case, "you multiplied element by element (Δ * P); the projection is the matrix "
+                                      "product Δ @ P") from exc.__cause__
+            raise
+        if tuple(out.shape) == (d_in, d_out) and d_in != d_out:
+            raise _fail(fn, case, f"shape (d_in, d_out) = {tuple(out.shape)}: you returned (ΔP)ᵀ; the update keeps Δ's "
+                                  f"shape (d_out, d_in) = ({d_out}, {d_in})")
+        if tuple(out.shape) != (d_out, d_in):
+            raise _fail(fn, case, f"the projected update must keep Δ's shape (d_out, d_in) = ({d_out}, {d_in}), "
+                                  f"got {tuple(out.shape)}")
+        _check_finite(fn, case, out)
+        err = _rel(out, case.expected)
+        if err < MATCH_RTOL:
+            worst = max(worst, _fro(out.to(F64) @ K0) / (_fro(D) * _fro(K0)))
+            memit_worst = max(memit_worst, _fro(D @ K0) / (_fro(D) * _fro(K0)))
+            continue
+        if out.dtype != F64:
+            raise _fail(fn, case, f"your Δ P is {out.dtype}: keep float64 (Δ and P are float64; float32 rounding "
+                                  "leaves a visible (ΔP)K0)")
+        I = torch.eye(d_in, dtype=F64)
+        guesses = [
+            ("you multiplied on the wrong side (P Δ): Δ acts on keys from the right (Δ k), so the projection goes "
+             "on the right: Δ @ P", P @ D if d_out == d_in else torch.full((1,), float("nan"))),
+            ("you multiplied element by element (Δ * P); the projection is the matrix product Δ @ P",
+             D * P if d_out == d_in else torch.full((1,), float("nan"))),
+            ("you returned Δ(I − P), the part that touches the preserved keys; keep Δ P, the part in the null "
+             "space", D @ (I - P)),
+            ("you returned Δ unchanged; project it: Δ @ P", D),
+            ("you returned P itself; return the projected update Δ @ P", P),
+        ]
+        leak = _fro(out.to(F64) @ K0) / max(_fro(D) * _fro(K0), 1e-300)
+        raise _diagnose(fn, case, out.to(F64), guesses, f"your update differs from Δ P by a relative error {err:.2e} "
+                        f"and moves the preserved outputs by ‖(ΔP)K0‖/(‖Δ‖‖K0‖) = {leak:.1e}; return Δ @ P")
+    print(f"✓ {_name(fn)}: Δ P — matches the reference on {len(cases)} MEMIT updates ({'; '.join(c.label for c in cases)}); "
+          f"preserved outputs move by ‖(ΔP)K0‖/(‖Δ‖‖K0‖) ≤ {worst:.1e}, against up to {memit_worst:.1e} "
+          "for MEMIT's Δ itself")

@@ -57,9 +57,9 @@ class BaseHParams:
             raise ValueError(f"layers must be a non-empty list of ints, got {self.layers!r}")
         if sorted(set(self.layers)) != list(self.layers):
             raise ValueError(f"layers must be strictly increasing without repeats, got {self.layers}")
-        if self.fact_token != "subject_last":
-            raise ValueError(f"fact_token {self.fact_token!r} is not supported; use 'subject_last' "
-                             "(the subject's last token, as ROME/MEMIT/AlphaEdit do)")
+        if self.fact_token not in ("subject_last", "last"):
+            raise ValueError(f"fact_token {self.fact_token!r} is not supported; use 'subject_last' (the "
+                             "subject's last token, as ROME/MEMIT/AlphaEdit do) or 'last' (the prompt's last token)")
         if self.context_n_prefixes < 0 or self.context_prefix_tokens < 1:
             raise ValueError("context_n_prefixes must be ≥ 0 and context_prefix_tokens ≥ 1")
 

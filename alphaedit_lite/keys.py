@@ -18,6 +18,13 @@ mapping decides instead.
 
 Shapes: keys are returned as COLUMNS, ``K1`` of shape ``(d_in, u)`` for ``u`` requests.
 Batches are right-padded (token ``j`` of every row sits at position ``j``).
+
+Repeated reads (:class:`KeyReader`). MEMIT's loop reads the keys of layer l and the output of the
+last edited layer L once per edited layer, each time after the layers below l were edited. The
+blocks below the FIRST edited layer never change during that loop, so the reader runs them once
+(recording the hidden state entering that block and the keyword arguments the model passes to its
+blocks) and every read runs only the blocks from the first edited layer up to the deepest module
+it needs; :func:`keys_and_values` is the one-shot form.
 """
 from __future__ import annotations
 
@@ -28,14 +35,14 @@ from typing import Sequence
 
 import torch
 
-from .hooks import TraceDict
+from .hooks import TraceDict, get_module
 from .models import arch_spec, num_layers
 from .paths import cache_dir
 from .requests import EditRequest, as_request
 
 __all__ = [
     "context_templates", "Sentence", "locate_subject", "build_sentences", "right_pad", "compute_keys",
-    "keys_and_values", "sample_from_model",
+    "keys_and_values", "KeyReader", "sample_from_model",
 ]
 
 _STARTERS = ["The", "Therefore", "Because", "I", "You"]
@@ -114,11 +121,21 @@ def context_templates(model, tok, n_prefixes: int = 10, prefix_tokens: int = 10,
 # ------------------------------------------------------------------------------------------------
 @dataclass
 class Sentence:
-    """A tokenised sentence and the index of its subject's last token."""
+    """A tokenised sentence, the index of its subject's last token, and the key position.
+
+    ``key_pos`` is where keys are read and the target is placed: the subject's last token
+    (``fact_token="subject_last"``, the papers' choice) or the sentence's last token
+    (``fact_token="last"``, ROME's alternative, for models that look facts up at the last token).
+    """
 
     text: str
     ids: list[int]
     subject_last: int   # index into ids
+    key_pos: int = -1   # index into ids; -1: same as subject_last
+
+    def __post_init__(self):
+        if self.key_pos < 0:
+            self.key_pos = self.subject_last
 
 
 def locate_subject(tok, text: str, subject: str, *, subject_start: int | None = None,
@@ -161,16 +178,32 @@ def _fill(template: str, request: EditRequest) -> tuple[str, int]:
     return ctx[:start] + request.subject + ctx[start + 2:], start
 
 
-def build_sentences(tok, requests, templates: Sequence[str]) -> list[list[Sentence]]:
-    """For every request, one :class:`Sentence` per template (the request prompt with subject)."""
+FACT_TOKENS = ("subject_last", "last")
+
+
+def check_fact_token(fact_token: str) -> str:
+    if fact_token not in FACT_TOKENS:
+        raise ValueError(f"fact_token {fact_token!r} is not supported; use 'subject_last' (the subject's last "
+                         "token, as ROME/MEMIT/AlphaEdit do) or 'last' (the prompt's last token)")
+    return fact_token
+
+
+def build_sentences(tok, requests, templates: Sequence[str], fact_token: str = "subject_last") -> list[list[Sentence]]:
+    """For every request, one :class:`Sentence` per template (the request prompt with subject).
+
+    ``fact_token`` picks each sentence's ``key_pos``: ``"subject_last"`` or ``"last"``.
+    """
+    check_fact_token(fact_token)
     out = []
     for i, r in enumerate(requests):
         req = as_request(r)
         row = []
         for t in templates:
             text, start = _fill(t, req)
-            row.append(locate_subject(tok, text, req.subject, subject_start=start,
-                                      where=f"request #{i} ({req.label})"))
+            s = locate_subject(tok, text, req.subject, subject_start=start, where=f"request #{i} ({req.label})")
+            if fact_token == "last":
+                s.key_pos = len(s.ids) - 1
+            row.append(s)
         out.append(row)
     return out
 
@@ -208,12 +241,13 @@ def _weights(n_templates: int, weighting: str) -> torch.Tensor:
 
 def keys_and_values(model, tok, requests, layers: Sequence[int], templates: Sequence[str] = ("{}",), *,
                     value_layer: int | None = None, weighting: str = "memit", batch_size: int = 64,
-                    ) -> tuple[dict[int, torch.Tensor], torch.Tensor | None]:
+                    fact_token: str = "subject_last") -> tuple[dict[int, torch.Tensor], torch.Tensor | None]:
     """Keys of ``layers`` and, optionally, the residual output of ``value_layer`` (one pass per batch).
 
     Returns ``({layer: K1 (d_in, u)}, H (d_model, u) or None)`` where ``H`` is the output of block
     ``value_layer`` at the subject's last token of the PLAIN prompt (template ``"{}"``, which must
     be ``templates[0]``). The forward pass stops after the deepest module it needs.
+    ``fact_token="last"`` reads both at the prompt's last token instead of the subject's last.
     """
     layers = sorted({int(x) for x in layers})
     n = num_layers(model)
@@ -227,7 +261,7 @@ def keys_and_values(model, tok, requests, layers: Sequence[int], templates: Sequ
     if not requests:
         raise ValueError("no requests given")
     spec = arch_spec(model)
-    sents = build_sentences(tok, requests, templates)
+    sents = build_sentences(tok, requests, templates, fact_token)
     flat = [s for row in sents for s in row]                       # request-major
     T = len(templates)
     key_names = {layer: spec.rewrite_name(layer) for layer in layers}
@@ -244,7 +278,7 @@ def keys_and_values(model, tok, requests, layers: Sequence[int], templates: Sequ
             ids, mask = right_pad([s.ids for s in chunk], pad)
             with TraceDict(model, names, retain_input=True, retain_output=True, stop=True) as tr:
                 model(input_ids=ids.to(device), attention_mask=mask.to(device), use_cache=False)
-            pos = torch.tensor([s.subject_last for s in chunk], device=device)
+            pos = torch.tensor([s.key_pos for s in chunk], device=device)
             ar = torch.arange(len(chunk), device=device)
             for layer, name in key_names.items():
                 rows_k[layer].append(tr[name].input[ar, pos].float())          # (b, d_in)
@@ -260,6 +294,101 @@ def keys_and_values(model, tok, requests, layers: Sequence[int], templates: Sequ
         v = torch.cat(rows_v).reshape(len(requests), T, -1)
         values = v[:, 0, :].T.contiguous()                             # (d_model, u): plain prompt
     return keys, values
+
+
+class _StopAt(Exception):
+    pass
+
+
+class KeyReader:
+    """:func:`keys_and_values` for a fixed set of requests, read many times while layers ≥ ``start`` change.
+
+    On construction the sentences are built and tokenised once, and one pass per batch stops at
+    block ``start``, recording the residual stream entering it and the keyword arguments (attention
+    mask, position embeddings) the model passes to its blocks. :meth:`read` then runs blocks
+    ``start..`` up to the deepest module it needs. Valid as long as no layer below ``start``
+    changes; layers and ``value_layer`` must be ≥ ``start``. Same results as :func:`keys_and_values`.
+    """
+
+    def __init__(self, model, tok, requests, templates: Sequence[str] = ("{}",), start: int = 0, *,
+                 weighting: str = "memit", batch_size: int = 64, fact_token: str = "subject_last"):
+        n = num_layers(model)
+        if isinstance(start, bool) or not isinstance(start, int) or not 0 <= start < n:
+            raise ValueError(f"start {start!r} out of range: this model has {n} layers (0..{n - 1})")
+        if not templates or templates[0] != "{}":
+            raise ValueError("templates[0] must be the plain template '{}' (context_templates() returns it first)")
+        requests = [as_request(r) for r in requests]
+        if not requests:
+            raise ValueError("no requests given")
+        self.model, self.start, self.n_requests, self.T = model, start, len(requests), len(templates)
+        self.w = _weights(len(templates), weighting)
+        self.spec = arch_spec(model)
+        self.blocks = [get_module(model, self.spec.layer_name(i)) for i in range(n)]
+        sents = build_sentences(tok, requests, templates, fact_token)
+        flat = [s for row in sents for s in row]                       # request-major
+        device = next(model.parameters()).device
+        pad = _pad_id(tok)
+        self.batches = []            # (hidden entering block `start` (b, S, d), kwargs, key positions (b,))
+        with torch.no_grad():
+            for b0 in range(0, len(flat), batch_size):
+                chunk = flat[b0:b0 + batch_size]
+                ids, mask = right_pad([s.ids for s in chunk], pad)
+                rec = {}
+
+                def hook(mod, args, kwargs, rec=rec):
+                    rec["h"] = (args[0] if args else kwargs["hidden_states"]).detach()
+                    rec["kwargs"] = {k: v for k, v in kwargs.items() if k != "hidden_states"}
+                    raise _StopAt
+                handle = self.blocks[start].register_forward_pre_hook(hook, with_kwargs=True)
+                try:
+                    model(input_ids=ids.to(device), attention_mask=mask.to(device), use_cache=False)
+                except _StopAt:
+                    pass
+                finally:
+                    handle.remove()
+                if "h" not in rec:
+                    raise RuntimeError(f"block {start} was never called during the forward pass")
+                pos = torch.tensor([s.key_pos for s in chunk], device=device)
+                self.batches.append((rec["h"], rec["kwargs"], pos))
+
+    def read(self, layers: Sequence[int], value_layer: int | None = None
+             ) -> tuple[dict[int, torch.Tensor], torch.Tensor | None]:
+        """``({layer: K1 (d_in, u)}, H (d_model, u) or None)`` from the CURRENT weights; see :func:`keys_and_values`."""
+        layers = sorted({int(x) for x in layers})
+        n = len(self.blocks)
+        if not layers or any(not self.start <= x < n for x in layers) or (
+                value_layer is not None and not self.start <= value_layer < n):
+            raise ValueError(f"layers {layers} / value_layer {value_layer} must lie in {self.start}..{n - 1}: "
+                             f"this reader starts at block {self.start}")
+        key_names = {layer: self.spec.rewrite_name(layer) for layer in layers}
+        names = list(key_names.values())
+        vname = self.spec.layer_name(value_layer) if value_layer is not None else None
+        if vname is not None:
+            names.append(vname)
+        last = max(layers + ([value_layer] if value_layer is not None else []))
+        rows_k = {layer: [] for layer in layers}
+        rows_v = []
+        with torch.no_grad():
+            for h, kwargs, pos in self.batches:
+                ar = torch.arange(h.shape[0], device=h.device)
+                with TraceDict(self.model, names, retain_input=True, retain_output=True, stop=True) as tr:
+                    for blk in self.blocks[self.start:last + 1]:
+                        out = blk(h, **kwargs)
+                        h = out[0] if isinstance(out, (tuple, list)) else out
+                for layer, name in key_names.items():
+                    rows_k[layer].append(tr[name].input[ar, pos].float())          # (b, d_in)
+                if vname is not None:
+                    rows_v.append(tr[vname].output[ar, pos].float())               # (b, d_model)
+        u, T = self.n_requests, self.T
+        w = self.w.to(self.batches[0][0].device)
+        keys = {}
+        for layer in layers:
+            k = torch.cat(rows_k[layer]).reshape(u, T, -1)                  # (u, T, d_in)
+            keys[layer] = torch.einsum("utd,t->du", k, w).contiguous()   # (d_in, u)
+        values = None
+        if vname is not None:
+            values = torch.cat(rows_v).reshape(u, T, -1)[:, 0, :].T.contiguous()   # (d_model, u): plain prompt
+        return keys, values
 
 
 def compute_keys(model, tok, requests, layers: Sequence[int] | int, templates: Sequence[str] = ("{}",), *,

@@ -60,6 +60,13 @@ def _drift_keys(rows) -> list[str]:
     return keys
 
 
+def _metric_panels(data: dict) -> list[tuple[str, str]]:
+    """The four metric panels: Table 1's three rates, then the accuracy on unedited facts where a
+    run measured it (the tiny world), otherwise fluency."""
+    has = any("unedited_acc" in r for run in data.values() for r in run["metrics"])
+    return METRICS[:3] + ([("unedited_acc", "Unedited facts: top-1 accuracy (%)")] if has else [METRICS[3]])
+
+
 def _norm_total(r) -> float:
     return math.sqrt(sum(v ** 2 for k, v in r.items() if k.startswith("update_norm/")))
 
@@ -72,7 +79,7 @@ def plot_runs_png(runs: dict, path, title: str = "") -> Path:
 
     data = {k: load_run(v) for k, v in runs.items()}
     fig, axes = plt.subplots(2, 3, figsize=(15, 8), constrained_layout=True)
-    for ax, (key, label) in zip(axes.flat[:4], METRICS):
+    for ax, (key, label) in zip(axes.flat[:4], _metric_panels(data)):
         drawn = 0
         for name, run in data.items():
             xs, ys = _series(run["metrics"], key)
@@ -85,10 +92,12 @@ def plot_runs_png(runs: dict, path, title: str = "") -> Path:
         ax.set_xlabel("edits so far")
         ax.grid(alpha=0.3)
     ax = axes.flat[4]
-    for name, run in data.items():
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for i, (name, run) in enumerate(data.items()):   # one colour per run, as in the other panels
         for k in _drift_keys(run["metrics"]):
             xs, ys = _series(run["metrics"], k)
-            ax.plot(xs, [max(y, 1e-12) for y in ys], label=f"{name}, {k.split('/', 1)[1]}",
+            where = "final layer" if k.endswith("final") else f"layer {k.split('/', 1)[1]}"
+            ax.plot(xs, [max(y, 1e-12) for y in ys], label=f"{name}, {where}", color=colors[i % len(colors)],
                     ls="-" if k.endswith("final") else "--")
     ax.set_yscale("log")
     ax.set_title("Hidden-state drift ‖h − h₀‖/‖h₀‖ (probes)")
@@ -119,13 +128,14 @@ def runs_figure(runs: dict, title: str = ""):
     import plotly.graph_objects as go
 
     data = {k: load_run(v) for k, v in runs.items()}
-    titles = [m[1] for m in METRICS] + ["Hidden-state drift (log)", "‖W − W₀‖_F (log)"]
+    panels = _metric_panels(data)
+    titles = [m[1] for m in panels] + ["Hidden-state drift (log)", "‖W − W₀‖_F (log)"]
     fig = make_subplots(rows=2, cols=3, subplot_titles=titles)
     palette = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b"]
     for i, (name, run) in enumerate(data.items()):
         color = palette[i % len(palette)]
         rows = run["metrics"]
-        for j, (key, _) in enumerate(METRICS):
+        for j, (key, _) in enumerate(panels):
             xs, ys = _series(rows, key)
             fig.add_trace(go.Scatter(x=xs, y=ys, name=name, legendgroup=name, showlegend=j == 0,
                                      line=dict(color=color)), row=1 + j // 3, col=1 + j % 3)
@@ -153,11 +163,14 @@ def write_runs_html(runs: dict, path, title: str = "") -> Path:
 
 def summary_table(runs: dict) -> str:
     """A Markdown table like the paper's Table 1: the last evaluated step of each run."""
-    head = ["method", "edits", "Eff.", "Gen.", "Spe.", "Flu.", "drift (last edited layer)", "drift (final)",
-            "‖W − W₀‖", "time (s)"]
+    loaded = {name: load_run(d) for name, d in runs.items()}
+    extra = [k for k, _ in (("unedited_acc", 0), ("untouched_acc", 0))
+             if any(k in r for run in loaded.values() for r in run["metrics"])]
+    names = {"unedited_acc": "Unedited facts (%)", "untouched_acc": "Untouched subjects (%)"}
+    head = ["method", "edits", "Eff.", "Gen.", "Spe.", "Flu.", *[names[k] for k in extra],
+            "drift (last edited layer)", "drift (final)", "‖W − W₀‖", "time (s)"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for name, d in runs.items():
-        run = load_run(d)
+    for name, run in loaded.items():
         if not run["metrics"]:
             lines.append(f"| {name} | (no metrics yet) |" + " |" * (len(head) - 2))
             continue
@@ -169,7 +182,7 @@ def summary_table(runs: dict) -> str:
             return "–" if v is None or _isnan(v) else fmt.format(v)
         lines.append("| " + " | ".join([
             name, str(r["edits"]), f(r.get("efficacy")), f(r.get("generalization")), f(r.get("specificity")),
-            f(r.get("fluency")), f(last_layer, "{:.2e}"), f(r.get("drift/final"), "{:.2e}"),
+            f(r.get("fluency")), *[f(r.get(k)) for k in extra], f(last_layer, "{:.2e}"), f(r.get("drift/final"), "{:.2e}"),
             f(_norm_total(r), "{:.3g}"), f(r.get("seconds"), "{:.0f}")]) + " |")
     return "\n".join(lines)
 

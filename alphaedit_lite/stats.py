@@ -446,6 +446,7 @@ def projectors(stats: dict[int, SecondMoment] | LayerStats, threshold: float = 2
         if pj is None:
             pj = null_space_projector(sm.cov, threshold=threshold, mode=mode)
             if cache and path is not None:
+                path.parent.mkdir(parents=True, exist_ok=True)
                 tmp = path.with_suffix(f".tmp{os.getpid()}")
                 torch.save({"count": sm.count, "projector": {k: (v.cpu() if isinstance(v, torch.Tensor) else v)
                                                               for k, v in asdict(pj).items()}}, tmp)

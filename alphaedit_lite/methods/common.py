@@ -23,6 +23,14 @@ MEMIT Alg. 1 / AlphaEdit Alg. 1):
 
 Sequential editing: pass the same :class:`EditState` to successive calls; it carries
 ``Kp Kpᵀ`` per layer (float64), PRUNE's accumulated update per layer and σ_max of the original W.
+While there are few previous keys (m ≤ d_in / 2) it also keeps the keys themselves, Kp (d_in, m),
+so that the solvers can use the low-rank route (Woodbury identity, O(d_in² m) instead of
+O(d_in³); see :mod:`alphaedit_lite.methods.alphaedit` and :mod:`alphaedit_lite.methods.memit`).
+
+Cost (what one call runs): the target optimisation (:mod:`alphaedit_lite.targets`, most of the
+time); one pass of the blocks below the first edited layer for the keys (a
+:class:`~alphaedit_lite.keys.KeyReader`), then per edited layer only the blocks from the first
+edited layer up to L; one more read of the keys afterwards only when they are kept (Kp).
 """
 from __future__ import annotations
 
@@ -35,7 +43,7 @@ import torch
 from .. import models as M
 from ..covariance import SecondMoment
 from ..hparams import MEMITHParams, TargetHParams
-from ..keys import context_templates, keys_and_values
+from ..keys import KeyReader, context_templates
 from ..requests import EditRequest, as_request
 from ..stats import layer_stats
 from ..targets import TargetResult, compute_targets
@@ -81,6 +89,9 @@ class EditState:
     """What sequential calls carry: previous keys, PRUNE's running update, the original spectrum.
 
     ``prev_cov[l]``: Kp Kpᵀ (d_in, d_in) float64, the keys of all earlier edits at layer l.
+    ``prev_keys[l]``: Kp itself (d_in, m) float64, kept by :func:`run_memit_family` while
+    m ≤ d_in / 2 (for the low-rank solvers); :meth:`prev_factor` returns it only while
+    ``prev_cov[l]`` is still the matrix it was built with (changing ``prev_cov`` by hand disables it).
     ``accumulated[l]``: the sum of all updates applied so far at layer l (PRUNE), float64.
     ``sigma_max[l]``: the largest singular value of the ORIGINAL W_l (PRUNE's threshold).
     """
@@ -90,9 +101,38 @@ class EditState:
     sigma_max: dict[int, float] = field(default_factory=dict)
     n_requests: int = 0
     n_calls: int = 0
+    prev_keys: dict[int, torch.Tensor] = field(default_factory=dict)
+    prev_keys_of: dict[int, torch.Tensor] = field(default_factory=dict, repr=False)  # the prev_cov Kp belongs to
 
     def prev(self, layer: int) -> torch.Tensor | None:
         return self.prev_cov.get(layer)
+
+    def prev_factor(self, layer: int) -> torch.Tensor | None:
+        """Kp (d_in, m) with Kp Kpᵀ = ``prev_cov[layer]``, or None when unknown (then use ``prev_cov``).
+
+        With no previous keys at ``layer`` it returns None as well; check :meth:`prev` first.
+        """
+        cov = self.prev_cov.get(layer)
+        keys = getattr(self, "prev_keys", {}).get(layer)      # getattr: states pickled before this field
+        if cov is None or keys is None or getattr(self, "prev_keys_of", {}).get(layer) is not cov:
+            return None
+        return keys
+
+    def add_prev_keys(self, layer: int, K: torch.Tensor) -> None:
+        """Kp Kpᵀ += K Kᵀ for new keys K (d_in, u) (and Kp ← [Kp, K] while m ≤ d_in / 2)."""
+        K = K.detach().to("cpu", torch.float64)
+        prev = self.prev_cov.get(layer)
+        old = self.prev_factor(layer) if prev is not None else K.new_zeros(K.shape[0], 0)
+        cov = K @ K.T if prev is None else prev + K @ K.T
+        self.prev_cov[layer] = cov
+        if not hasattr(self, "prev_keys"):
+            self.prev_keys, self.prev_keys_of = {}, {}
+        if old is not None and old.shape[1] + K.shape[1] <= K.shape[0] // 2:
+            self.prev_keys[layer] = torch.cat([old, K], 1)
+            self.prev_keys_of[layer] = cov
+        else:
+            self.prev_keys.pop(layer, None)
+            self.prev_keys_of.pop(layer, None)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -201,7 +241,8 @@ def run_memit_family(method: str, model, tok, requests, hp: MEMITHParams, *, sol
     if targets is None:
         tr = compute_targets(model, tok, requests, z_layer, templates, v_num_grad_steps=hp.v_num_grad_steps,
                              v_lr=hp.v_lr, v_weight_decay=hp.v_weight_decay, clamp_norm_factor=hp.clamp_norm_factor,
-                             kl_factor=hp.kl_factor, v_early_stop_loss=hp.v_early_stop_loss, verbose=verbose)
+                             kl_factor=hp.kl_factor, v_early_stop_loss=hp.v_early_stop_loss,
+                             fact_token=hp.fact_token, verbose=verbose)
         timing["targets"] = tr.seconds
     else:
         if not isinstance(targets, TargetResult):
@@ -217,9 +258,12 @@ def run_memit_family(method: str, model, tok, requests, hp: MEMITHParams, *, sol
     deltas: dict[int, torch.Tensor] = {}
     layer_info: dict[int, dict] = {}
     post_keys: dict[int, torch.Tensor] = {}
+    keep = state is not None and hp.keep_prev_keys
     try:
+        # the blocks below the first edited layer never change here: run them once
+        reader = KeyReader(model, tok, requests, templates, layers[0], fact_token=hp.fact_token)
         for i, layer in enumerate(layers):
-            keys, h = keys_and_values(model, tok, requests, [layer], templates, value_layer=z_layer)
+            keys, h = reader.read([layer], value_layer=z_layer)
             K1 = keys[layer].to(torch.float64)                               # (d_in, u)
             R = (tr.z.to(device) - h).to(torch.float64) / (len(layers) - i)  # (d_model, u)
             d = solver(layer, R, K1)
@@ -231,17 +275,16 @@ def run_memit_family(method: str, model, tok, requests, hp: MEMITHParams, *, sol
                                  "delta_norm": float(d32.norm()), "weight_norm": float(W.float().norm())}
             M.apply_weight_delta(model, layer, d32)                          # temporarily: later layers see it
             deltas[layer] = d32
-        post_keys, _ = keys_and_values(model, tok, requests, layers, templates)   # Kp of the next call
+        if keep:
+            post_keys, _ = reader.read(layers)                               # Kp of the next call
     finally:
         restore_snapshot(model, snap)
     timing["deltas"] = time.perf_counter() - t1
     apply_all(model, deltas, snap)
     if state is not None:
-        if hp.keep_prev_keys:
+        if keep:
             for layer in layers:
-                K = post_keys[layer].to(torch.float64).cpu()
-                prev = state.prev_cov.get(layer)
-                state.prev_cov[layer] = K @ K.T if prev is None else prev + K @ K.T   # Kp Kpᵀ += K1 K1ᵀ
+                state.add_prev_keys(layer, post_keys[layer])                  # Kp Kpᵀ += K1 K1ᵀ
         state.n_requests += len(requests)
         state.n_calls += 1
     if on_commit is not None:

@@ -70,11 +70,14 @@ def apply_rome(model, tok, requests, hparams: ROMEHParams, *, state: EditState |
             tr = compute_targets(model, tok, [req], layer, templates, v_num_grad_steps=hp.v_num_grad_steps,
                                  v_lr=hp.v_lr, v_weight_decay=hp.v_weight_decay,
                                  clamp_norm_factor=hp.clamp_norm_factor, kl_factor=hp.kl_factor,
-                                 v_early_stop_loss=hp.v_early_stop_loss, verbose=verbose)
+                                 v_early_stop_loss=hp.v_early_stop_loss, fact_token=hp.fact_token,
+                                 verbose=verbose)
             t_targets += tr.seconds
             target_stats.extend(tr.stats)
-            k_avg = keys_and_values(model, tok, [req], [layer], templates, weighting="uniform")[0][layer]
-            k_plain, h = keys_and_values(model, tok, [req], [layer], ["{}"], value_layer=layer)
+            k_avg = keys_and_values(model, tok, [req], [layer], templates, weighting="uniform",
+                                    fact_token=hp.fact_token)[0][layer]
+            k_plain, h = keys_and_values(model, tok, [req], [layer], ["{}"], value_layer=layer,
+                                          fact_token=hp.fact_token)
             r = tr.z.to(device)[:, 0] - h[:, 0]
             d = rome_delta(r, k_avg[:, 0], k_plain[layer][:, 0], C).to(torch.float32)
             M.apply_weight_delta(model, layer, d)      # the next request sees this one

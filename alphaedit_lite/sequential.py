@@ -1,0 +1,261 @@
+"""Sequential editing from the command line: `alphaedit-lite sequential` and the `make demo` job.
+
+One call runs N edits in batches of b for each requested method (MEMIT, AlphaEdit, the projection
+plug-in variants "MEMIT+P", "PRUNE+P", "RECT+P", ...) through :func:`alphaedit_lite.runner.run_sequential`
+(checkpoints, `--resume`, drift), each into its own run folder, restoring the original weights
+between methods, then writes the report: metric/drift/update-norm curves (PNG and interactive
+HTML), the paper's Figure-5 view (PCA) and a Markdown table like Table 1.
+
+Models: "tiny-world" (the shipped model organism: its records are the edits, its own training
+text is K0, its unedited facts are the drift probes) or any model `alphaedit_lite.models.load_model`
+knows (e.g. "smollm2-135m": CounterFact records from `../shared/data` or `--requests`, ROME's known
+facts as drift probes, WikiText-2 key statistics).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+TINY = "tiny-world"
+PLUGIN_SUFFIX = "+P"
+
+__all__ = ["Setup", "prepare", "method_variant", "run_methods", "write_report", "add_sequential_parser",
+           "cmd_sequential", "cmd_demo", "DEMO_DEFAULTS"]
+
+
+@dataclass
+class Setup:
+    """What a sequential run needs besides the method: model, requests, K0 statistics, probes."""
+
+    model_name: str
+    model: Any
+    tok: Any
+    requests: list
+    stats: Any = None                       # {layer: SecondMoment} or None (computed by the method)
+    probe_prompts: list[str] = field(default_factory=list)
+    extra_eval: Callable | None = None      # (model, tok) -> dict of extra figures per evaluation
+    world: Any = None
+    load_seconds: float = 0.0
+
+
+def method_variant(label: str) -> tuple[str, bool]:
+    """"AlphaEdit" -> ("AlphaEdit", False); "MEMIT+P" -> ("MEMIT", True) (the projection plug-in)."""
+    from .edit_cli import method_name
+
+    if label.upper().endswith(PLUGIN_SUFFIX):
+        base = method_name(label[: -len(PLUGIN_SUFFIX)])
+        if base in ("AlphaEdit", "FT", "ROME"):
+            raise ValueError(f"the projection plug-in '+P' applies to MEMIT, PRUNE and RECT, not {base}")
+        return base, True
+    return method_name(label), False
+
+
+def hparams_for(label: str, model_name: str, overrides: dict | None = None):
+    from .hparams import load_hparams
+
+    base, plug = method_variant(label)
+    hp = load_hparams(base, model_name)
+    changes = dict(overrides or {})
+    if plug:
+        changes["project"] = True
+    return hp.replace(**changes) if changes else hp
+
+
+def prepare(model_name: str, n_edits: int, *, layers_hint=None, device: str | None = None,
+            requests_path: str | None = None, n_probes: int = 300, eval_unedited: int = 1000,
+            progress: bool = True) -> Setup:
+    """Load the model and everything a run on it needs (see the module docstring)."""
+    t0 = time.perf_counter()
+    if model_name == TINY:
+        from .world import load_tiny_world
+        from .world.editing import unedited_accuracy, untouched_accuracy, world_probe_prompts, world_stats
+
+        model, tok, world = load_tiny_world(device=device)
+        if n_edits > len(world.records):
+            raise ValueError(f"the tiny world has {len(world.records)} records; ask for at most that many edits")
+        reqs = world.records[:n_edits]
+        stats = world_stats(model, tok, world, layers_hint, progress=progress) if layers_hint else None
+
+        def extra(m, t, _w=world, _r=reqs):
+            out = {"unedited_acc": unedited_accuracy(m, t, _w, _r, k=eval_unedited)}
+            untouched = untouched_accuracy(m, t, _w, _r, k=eval_unedited)
+            if untouched is not None:
+                out["untouched_acc"] = untouched
+            return out
+        return Setup(TINY, model, tok, reqs, stats, world_probe_prompts(world, reqs, n_probes), extra, world,
+                     time.perf_counter() - t0)
+    from .models import load_model
+    from .requests import load_counterfact, load_knowns, load_requests
+
+    model, tok = load_model(model_name, device=device)
+    reqs = list(load_requests(requests_path, limit=n_edits) if requests_path else load_counterfact(limit=n_edits))
+    if len(reqs) < n_edits:
+        raise ValueError(f"only {len(reqs)} requests are available but --edits {n_edits} was asked")
+    edited_subjects = {r.subject for r in reqs}
+    try:
+        knowns = [k for k in load_knowns() if k.subject not in edited_subjects][:n_probes]
+        probes = [k.prompt for k in knowns]
+    except (FileNotFoundError, ValueError):
+        probes = []
+    return Setup(model_name, model, tok, reqs, None, probes, None, None, time.perf_counter() - t0)
+
+
+def run_methods(setup: Setup, labels: list[str], out: Path, *, n_edits: int, batch: int, eval_every: int = 1,
+                checkpoint_every: int = 1, eval_limit: int | None = 200, fluency_every: int = 0,
+                hidden_every: int = 1, resume: bool = False, overrides: dict | None = None,
+                stop_after_batches: int | None = None, progress: bool = True, log=print) -> dict[str, Path]:
+    """Run every method label into ``out/<label>/``; the model's weights are restored after each."""
+    from .runner import Schedule, restore_original, run_sequential
+
+    sched = Schedule(n_edits=n_edits, batch_size=batch, eval_every=eval_every, fluency_every=fluency_every,
+                     checkpoint_every=checkpoint_every, eval_limit=eval_limit, hidden_every=hidden_every)
+    dirs: dict[str, Path] = {}
+    for label in labels:
+        base, _ = method_variant(label)
+        hp = hparams_for(label, setup.model_name, overrides)
+        stats = setup.stats
+        if setup.world is not None and (stats is None or any(l not in stats for l in hp.layers)):
+            from .world.editing import world_stats
+            stats = world_stats(setup.model, setup.tok, setup.world, hp.layers)
+        run_dir = out / label.replace("+", "_plus_")
+        original = None
+        from .models import get_rewrite_weight
+        original = {l: get_rewrite_weight(setup.model, l).clone() for l in hp.layers}
+        log(f"[{label}] {n_edits} edits in batches of {batch} -> {run_dir}")
+        try:
+            res = run_sequential(setup.model, setup.tok, setup.requests, hp, base, run_dir, sched,
+                                 probe_prompts=setup.probe_prompts or None, stats=stats, resume=resume,
+                                 extra_eval=setup.extra_eval, stop_after_batches=stop_after_batches,
+                                 progress=progress, model_name=setup.model_name)
+        finally:
+            restore_original(setup.model, original)
+        last = res.metrics[-1] if res.metrics else {}
+        log(f"[{label}] done in {res.seconds:.0f} s: " + ", ".join(
+            f"{k} {last[k]:.1f}" for k in ("efficacy", "generalization", "specificity", "unedited_acc") if k in last))
+        dirs[label] = run_dir
+    return dirs
+
+
+def write_report(runs: dict[str, Path], out: Path, title: str = "") -> dict[str, Path]:
+    """PNG + HTML curves, the PCA before/after view and summary.md; returns their paths."""
+    from .report import plot_embedding_png, plot_runs_png, summary_table, write_runs_html
+
+    out.mkdir(parents=True, exist_ok=True)
+    paths = {"curves_png": plot_runs_png(runs, out / "curves.png", title=title),
+             "curves_html": write_runs_html(runs, out / "curves.html", title=title)}
+    with_hidden = {k: v for k, v in runs.items() if any((Path(v) / "hidden").glob("step_*.pt"))}
+    if with_hidden:
+        paths["pca_png"] = plot_embedding_png(with_hidden, out / "hidden_pca.png", key="final", method="pca")
+    table = summary_table(runs)
+    md = out / "summary.md"
+    md.write_text(f"# {title or 'Sequential editing'}\n\n{table}\n\n"
+                  "Eff./Gen./Spe.: CounterFact efficacy, generalization (paraphrases), specificity "
+                  "(neighbourhood), in %, on an even sample of the edits made so far; drift: relative change "
+                  "of probe hidden states against the unedited model.\n")
+    paths["summary_md"] = md
+    return paths
+
+
+# ------------------------------------------------------------------------------------------------
+# command line
+# ------------------------------------------------------------------------------------------------
+DEMO_DEFAULTS = dict(model=TINY, methods=["MEMIT", "AlphaEdit"], edits=2000, batch=100, out="runs/demo")
+
+
+def _parse_set(items: list[str] | None) -> dict:
+    out = {}
+    for it in items or []:
+        if "=" not in it:
+            raise ValueError(f"--set takes KEY=VALUE (a JSON value), got {it!r}")
+        k, v = it.split("=", 1)
+        try:
+            out[k] = json.loads(v)
+        except json.JSONDecodeError:
+            out[k] = v
+    return out
+
+
+def cmd_sequential(args: argparse.Namespace) -> int:
+    from .edit_cli import cpu_threads
+
+    n = cpu_threads(args.threads)
+    labels = [m for ms in args.method for m in ms.split(",")]
+    for lab in labels:
+        method_variant(lab)                       # fail fast on a bad name
+    overrides = _parse_set(args.set)
+    hp0 = hparams_for(labels[0], args.model, overrides)
+    out = Path(args.out or f"runs/{args.model}-{args.edits}x{args.batch}")
+    print(f"alphaedit-lite sequential: {args.model}, {', '.join(labels)}, {args.edits} edits in batches of "
+          f"{args.batch}, {n} CPU thread(s) -> {out}")
+    setup = prepare(args.model, args.edits, layers_hint=hp0.layers, device=args.device,
+                    requests_path=args.requests, n_probes=args.probes, progress=not args.quiet)
+    t0 = time.perf_counter()
+    runs = run_methods(setup, labels, out, n_edits=args.edits, batch=args.batch, eval_every=args.eval_every,
+                       checkpoint_every=args.checkpoint_every, eval_limit=args.eval_limit,
+                       fluency_every=args.fluency_every, resume=args.resume, overrides=overrides,
+                       stop_after_batches=args.stop_after, progress=not args.quiet)
+    if args.stop_after is not None:
+        print(f"stopped after {args.stop_after} batch(es) per method as asked; continue with --resume")
+        return 0
+    paths = write_report(runs, out / "report", title=f"{args.model}: {args.edits} sequential edits, batch {args.batch}")
+    print("\n" + (out / "report" / "summary.md").read_text())
+    print(f"total {time.perf_counter() - t0:.0f} s. Report:")
+    for k, p in paths.items():
+        print(f"  {k:12s} {p}")
+    return 0
+
+
+def add_sequential_parser(sub) -> argparse.ArgumentParser:
+    q = sub.add_parser("sequential", help="N sequential edits per method with checkpoints, drift and a report")
+    q.add_argument("--model", default=TINY, help=f"'{TINY}' (shipped) or a model name, e.g. smollm2-135m")
+    q.add_argument("--method", action="append", default=None,
+                   help="method(s): MEMIT, AlphaEdit, PRUNE, RECT, FT, ROME; add '+P' for the projection plug-in "
+                        "(MEMIT+P). Repeat or comma-separate. Default: MEMIT,AlphaEdit")
+    q.add_argument("--edits", type=int, default=1000, help="number of sequential edits")
+    q.add_argument("--batch", type=int, default=100, help="edits per batch")
+    q.add_argument("--out", default=None, help="output folder (default runs/<model>-<edits>x<batch>)")
+    q.add_argument("--resume", action="store_true", help="continue an interrupted run in --out")
+    q.add_argument("--eval-every", type=int, default=1, help="evaluate every k batches")
+    q.add_argument("--checkpoint-every", type=int, default=1, help="checkpoint every k batches")
+    q.add_argument("--eval-limit", type=int, default=200, help="evaluate at most this many edits so far")
+    q.add_argument("--fluency-every", type=int, default=0, help="generation fluency every k batches (0: at the end)")
+    q.add_argument("--probes", type=int, default=300, help="probe prompts for hidden-state drift")
+    q.add_argument("--requests", default=None, help="a JSON file of requests (default: the model's own records "
+                                                   "or CounterFact from ../shared/data)")
+    q.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a hyper-parameter (JSON value)")
+    q.add_argument("--stop-after", type=int, default=None, help=argparse.SUPPRESS)
+    q.add_argument("--device", default=None, help="cpu, cuda, mps (default: the best available)")
+    q.add_argument("--threads", type=int, default=None, help="CPU threads (default: cores left free)")
+    q.add_argument("--quiet", action="store_true", help="no progress bars")
+    q.set_defaults(func=_sequential_with_defaults)
+    return q
+
+
+def _sequential_with_defaults(args: argparse.Namespace) -> int:
+    if args.method is None:
+        args.method = ["MEMIT,AlphaEdit"]
+    return cmd_sequential(args)
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    """`make demo`: the tiny world, MEMIT and AlphaEdit, DEMO_DEFAULTS edits; resumes a finished/killed demo."""
+    ns = argparse.Namespace(model=TINY, method=[",".join(DEMO_DEFAULTS["methods"])], edits=args.edits,
+                            batch=args.batch, out=args.out, resume=True, eval_every=1, checkpoint_every=1,
+                            eval_limit=200, fluency_every=0, probes=300, requests=None, set=None, stop_after=None,
+                            device=args.device, threads=args.threads, quiet=args.quiet)
+    print("alphaedit-lite demo: sequential editing of the tiny world with MEMIT and AlphaEdit\n")
+    return cmd_sequential(ns)
+
+
+def add_demo_flags(q) -> None:
+    q.add_argument("--edits", type=int, default=DEMO_DEFAULTS["edits"], help="sequential edits per method")
+    q.add_argument("--batch", type=int, default=DEMO_DEFAULTS["batch"], help="edits per batch")
+    q.add_argument("--out", default=DEMO_DEFAULTS["out"], help="output folder (an existing demo is resumed)")
+    q.add_argument("--device", default=None)
+    q.add_argument("--threads", type=int, default=None)
+    q.add_argument("--quiet", action="store_true")

