@@ -39,10 +39,11 @@
 #
 # **Expected run time** (measured with nbclient on a shared 2-core CPU that other jobs kept busy):
 # small mode (default, `ALPHAEDIT_SMALL=1`: 100 tiny-world edits per method, 300 sequential edits
-# in batches of 30, 4 SmolLM2 edits) about 4 min on a first run (sequential runs and SmolLM2
-# statistics computed) and about 2 min once they are cached; full mode (`ALPHAEDIT_SMALL=0`:
-# 2,000 sequential edits in batches of 100, 10 SmolLM2 edits with the shipped statistics) about
-# 25 min.
+# in batches of 30, 4 SmolLM2 edits) about 3.5 min on a first run with an empty cache (208 s:
+# SmolLM2 converted, key statistics and sequential runs computed) and 1.5–3 min once they
+# are cached (79–178 s, depending on the load); full mode (`ALPHAEDIT_SMALL=0`: every unedited fact checked, 2,000
+# sequential edits in batches of 100, 10 SmolLM2 edits with the shipped statistics and fluency)
+# about 26 min (1,533 s).
 
 # %%
 # Set-up: the same cell opens every notebook. Where the kit is not installed (Colab, a fresh
@@ -381,8 +382,11 @@ for x, y, lab, c, mk in POINTS:
         labels[(x, y)] = [lab]
     else:
         labels[near].append(lab)
+x_lo, x_hi = min(p[0] for p in POINTS), max(p[0] for p in POINTS)
 for (x, y), labs in labels.items():
-    ax.annotate(" / ".join(labs), (x, y), fontsize=7, xytext=(-6, 6), textcoords="offset points", ha="right")
+    left = x - x_lo < 0.2 * (x_hi - x_lo)   # near the left edge: write the label to the right of the point
+    ax.annotate(" / ".join(labs), (x, y), fontsize=7, xytext=(6 if left else -6, 6), textcoords="offset points",
+                ha="left" if left else "right")
 ax.set(xlabel="unedited facts kept (top-1 %)", ylabel="efficacy (% of the 100 edits written)", ylim=(-5, 105),
        title="one batch of 100 edits: squares = section 1, dots = AlphaEdit (AE) sweep")
 ax.grid(alpha=0.3)
@@ -582,8 +586,8 @@ for lab, r in SM_ROWS.items():
                                  "–" if r["seconds"] is None else f"{r['seconds']:.1f}"]) + " |")
 display(Markdown("\n".join(md)))
 print(f"requests: " + "; ".join(f"{r.subject}: {r.target_true} → {r.target_new}" for r in CF))
-print("(edit time includes no target optimisation: the shared z took "
-      f"{sm_TR.seconds:.1f} s; Flu. only in full mode)")
+print(f"(edit time excludes the target optimisation: the shared z took {sm_TR.seconds:.1f} s"
+      + ("; Flu. is measured in full mode only)" if SMALL else ")"))
 SM_KEYS = RATE_KEYS[:3] + ([] if SMALL else [("fluency", "fluency")])
 display(Markdown("* " + compare_rows(SM_ROWS["MEMIT"], SM_ROWS["AlphaEdit"], "MEMIT", "AlphaEdit", keys=SM_KEYS)))
 assert SM_ROWS["MEMIT"]["efficacy"] > SM_ROWS["(no edit)"]["efficacy"]

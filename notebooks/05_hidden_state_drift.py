@@ -38,11 +38,12 @@
 # (the residual stream) of a transformer is.
 #
 # **Expected run time** (measured with nbclient on a shared 2-core CPU that other jobs kept busy):
-# small mode (default, `ALPHAEDIT_SMALL=1`: 300 tiny-world edits in batches of 30 per method, or
-# the finished `alphaedit-lite demo` runs when they exist; a 4-edit SmolLM2 run) about 4 min on a
-# first run and about 2 min when the runs are already there (notebook 04 makes the same ones);
-# full mode (`ALPHAEDIT_SMALL=0`: 2,000 edits in batches of 100 per method, 10 SmolLM2 edits per
-# method) about 30 min.
+# small mode (default, `ALPHAEDIT_SMALL=1`: 300 tiny-world edits in batches of 30 per run, or the
+# finished `alphaedit-lite demo` runs when they exist; a 4-edit SmolLM2 run) about 5 min on a
+# first run with an empty cache (294–299 s) and 1.5–2.5 min when the runs and statistics are
+# cached (90–132 s; notebook 04 makes the same runs); full mode (`ALPHAEDIT_SMALL=0`: 2,000 edits
+# in batches of 100 per run, 10 SmolLM2 edits per method) about 15 min (883 s) after notebook 04
+# made the runs, about 7 min more when this notebook has to make them.
 
 # %%
 # Set-up: the same cell opens every notebook. Where the kit is not installed (Colab, a fresh
