@@ -48,7 +48,7 @@ class Schedule:
     checkpoint_every: int = 1    # write checkpoint.pt every k batches (and after the last)
     eval_limit: int | None = 200 # evaluate at most this many of the edits so far (an even sample)
     hidden_every: int = 1        # save probe hidden states at every k-th evaluation
-    fluency_limit: int | None = 20  # generate from at most this many of the edits (an even sample)
+    fluency_limit: int | None = 20  # generate from at most this many of the edits (an even sample; 0: no fluency)
 
     def __post_init__(self):
         if self.n_edits < 1 or self.batch_size < 1:
@@ -56,6 +56,8 @@ class Schedule:
         for name in ("eval_every", "checkpoint_every", "hidden_every"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be ≥ 1, got {getattr(self, name)}")
+        if self.fluency_limit is not None and self.fluency_limit < 0:
+            raise ValueError(f"fluency_limit must be ≥ 0 (0 skips fluency), got {self.fluency_limit}")
 
     @property
     def n_batches(self) -> int:
@@ -129,6 +131,18 @@ class RunResult:
     settings: dict = field(default_factory=dict)
 
 
+def weights_fingerprint(weights: dict[int, torch.Tensor]) -> str:
+    """SHA-256 over the layers' weights (layer order, dtype and values): identifies the unedited model."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for l in sorted(weights):
+        w = weights[l].detach().to("cpu").contiguous()
+        h.update(f"{l}:{w.dtype}:{tuple(w.shape)};".encode())
+        h.update(w.view(torch.uint8).numpy().tobytes() if w.dtype == torch.bfloat16 else w.numpy().tobytes())
+    return h.hexdigest()
+
+
 EditFn = Callable[..., Any]  # (model, tok, requests, hparams, state=..., stats=...) -> EditResult (with .state)
 
 
@@ -167,13 +181,20 @@ def run_sequential(model, tok, requests, hparams, method: str, run_dir: str | os
     settings_path, ckpt_path, metrics_path = run_dir / "settings.json", run_dir / "checkpoint.pt", run_dir / "metrics.jsonl"
     module_names = {l: rewrite_module_name(model, l) for l in layers}
     original = {l: get_rewrite_weight(model, l).clone() for l in layers}
+    # The unedited weights' fingerprint: resuming onto another model (or an already edited one)
+    # would silently mix two runs, so a mismatch refuses to resume.
+    settings["weights_sha256"] = weights_fingerprint(original)
 
     start_batch, state, elapsed_before = 0, None, 0.0
     if resume and settings_path.exists():
         old = json.loads(settings_path.read_text())
+        if "weights_sha256" not in old:     # a folder written before the fingerprint existed
+            old["weights_sha256"] = settings["weights_sha256"]
         if json.loads(json.dumps(settings, default=str)) != old:
             diff = sorted(k for k in settings if json.dumps(settings[k], default=str) != json.dumps(old.get(k), default=str))
-            raise ValueError(f"cannot resume {run_dir}: its settings differ in {diff}; use a new run folder "
+            why = ("; the unedited weights of the edited layers differ from the run's (another model, or a model "
+                   "already edited?)" if "weights_sha256" in diff else "")
+            raise ValueError(f"cannot resume {run_dir}: its settings differ in {diff}{why}; use a new run folder "
                              "or the same settings")
     elif run_dir.exists() and any(run_dir.iterdir()):
         if not resume:
@@ -225,7 +246,8 @@ def run_sequential(model, tok, requests, hparams, method: str, run_dir: str | os
             if done % schedule.eval_every == 0 or last:
                 edited = reqs[: done * schedule.batch_size]
                 sample = [edited[i] for i in _even_sample(len(edited), schedule.eval_limit)]
-                do_fluency = last or (schedule.fluency_every and done % schedule.fluency_every == 0)
+                do_fluency = schedule.fluency_limit != 0 and (
+                    last or (schedule.fluency_every and done % schedule.fluency_every == 0))
                 ev = evaluate_requests(model, tok, sample)["summary"]
                 if do_fluency:   # generation is the slow part: a smaller even sample of the edits
                     few = [edited[i] for i in _even_sample(len(edited), schedule.fluency_limit)]

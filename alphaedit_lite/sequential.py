@@ -107,13 +107,14 @@ def prepare(model_name: str, n_edits: int, *, layers_hint=None, device: str | No
 
 def run_methods(setup: Setup, labels: list[str], out: Path, *, n_edits: int, batch: int, eval_every: int = 1,
                 checkpoint_every: int = 1, eval_limit: int | None = 200, fluency_every: int = 0,
-                hidden_every: int = 1, resume: bool = False, overrides: dict | None = None,
+                hidden_every: int = 1, fluency_limit: int | None = 20, resume: bool = False, overrides: dict | None = None,
                 stop_after_batches: int | None = None, progress: bool = True, log=print) -> dict[str, Path]:
     """Run every method label into ``out/<label>/``; the model's weights are restored after each."""
     from .runner import Schedule, restore_original, run_sequential
 
     sched = Schedule(n_edits=n_edits, batch_size=batch, eval_every=eval_every, fluency_every=fluency_every,
-                     checkpoint_every=checkpoint_every, eval_limit=eval_limit, hidden_every=hidden_every)
+                     checkpoint_every=checkpoint_every, eval_limit=eval_limit, hidden_every=hidden_every,
+                     fluency_limit=fluency_limit)
     dirs: dict[str, Path] = {}
     for label in labels:
         base, _ = method_variant(label)
@@ -197,7 +198,7 @@ def cmd_sequential(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     runs = run_methods(setup, labels, out, n_edits=args.edits, batch=args.batch, eval_every=args.eval_every,
                        checkpoint_every=args.checkpoint_every, eval_limit=args.eval_limit,
-                       fluency_every=args.fluency_every, resume=args.resume, overrides=overrides,
+                       fluency_every=args.fluency_every, fluency_limit=args.fluency_limit, resume=args.resume, overrides=overrides,
                        stop_after_batches=args.stop_after, progress=not args.quiet)
     if args.stop_after is not None:
         print(f"stopped after {args.stop_after} batch(es) per method as asked; continue with --resume")
@@ -224,6 +225,8 @@ def add_sequential_parser(sub) -> argparse.ArgumentParser:
     q.add_argument("--checkpoint-every", type=int, default=1, help="checkpoint every k batches")
     q.add_argument("--eval-limit", type=int, default=200, help="evaluate at most this many edits so far")
     q.add_argument("--fluency-every", type=int, default=0, help="generation fluency every k batches (0: at the end)")
+    q.add_argument("--fluency-limit", type=int, default=20,
+                   help="generate from at most this many edits per fluency measurement (0: skip fluency)")
     q.add_argument("--probes", type=int, default=300, help="probe prompts for hidden-state drift")
     q.add_argument("--requests", default=None, help="a JSON file of requests (default: the model's own records "
                                                    "or CounterFact from ../shared/data)")
@@ -246,7 +249,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     """`make demo`: the tiny world, MEMIT and AlphaEdit, DEMO_DEFAULTS edits; resumes a finished/killed demo."""
     ns = argparse.Namespace(model=TINY, method=[",".join(DEMO_DEFAULTS["methods"])], edits=args.edits,
                             batch=args.batch, out=args.out, resume=True, eval_every=1, checkpoint_every=1,
-                            eval_limit=200, fluency_every=0, probes=300, requests=None, set=None, stop_after=None,
+                            eval_limit=200, fluency_every=0, fluency_limit=20, probes=300, requests=None, set=None, stop_after=None,
                             device=args.device, threads=args.threads, quiet=args.quiet)
     print("alphaedit-lite demo: sequential editing of the tiny world with MEMIT and AlphaEdit\n")
     return cmd_sequential(ns)

@@ -297,7 +297,8 @@ _JS_LINKED = """(cell) => {
     .filter(e => !e.closest('.widget-slider'))
     .map(e => (e.value !== undefined && e.tagName !== 'DIV' ? e.value : e.innerText) || '');
   const hash = s => { let h = 2166136261 >>> 0; for (let i = 0; i < s.length; i++) { h ^= s.charCodeAt(i); h = Math.imul(h, 16777619) >>> 0; } return h.toString(16) + ':' + s.length; };
-  const images = [...area.querySelectorAll('img')].map(i => hash(i.getAttribute('src') || ''));
+  // <img> with a source only: plotly's renderer keeps an empty placeholder <img> beside its SVG
+  const images = [...area.querySelectorAll('img')].map(i => i.getAttribute('src') || '').filter(s => s).map(hash);
   const sliders = [...area.querySelectorAll('.widget-slider')].map(s => ({
     readout: ((s.querySelector('.widget-readout') || {}).innerText || '').trim(),
     value: (s.querySelector('.noUi-handle') || {getAttribute: () => null}).getAttribute('aria-valuenow'),

@@ -50,6 +50,7 @@ class Case:
 NOTEBOOKS = [
     Case("01_null_space_geometry", min_plotly=1),
     Case("02_closed_form_derivation", min_plotly=0),
+    Case("05_hidden_state_drift", min_plotly=1),
 ]
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -351,7 +351,8 @@ def test_scrubber_rejects_bad_folders(tmp_path, runs):
 
 
 # ============================================================================ notebooks' first cell
-NOTEBOOKS = ["01_null_space_geometry", "02_closed_form_derivation", "03_editing_a_real_model"]
+NOTEBOOKS = ["01_null_space_geometry", "02_closed_form_derivation", "03_editing_a_real_model",
+             "04_memit_vs_alphaedit", "05_hidden_state_drift"]
 
 
 def _first_code_cell(name: str) -> str:
@@ -363,9 +364,11 @@ def _runnable(src: str) -> str:
     return "\n".join(line for line in src.splitlines() if not line.startswith("%"))  # drop %matplotlib
 
 
-def test_the_three_notebooks_open_with_the_same_setup_cell():
+def test_every_notebook_opens_with_the_same_setup_cell():
+    found = sorted(p.stem for p in (ROOT / "notebooks").glob("[0-9][0-9]_*.py"))
+    assert found == sorted(NOTEBOOKS), f"update NOTEBOOKS: the notebooks are {found}"
     cells = [_first_code_cell(n) for n in NOTEBOOKS]
-    assert cells[0] == cells[1] == cells[2]
+    assert all(c == cells[0] for c in cells), [n for n, c in zip(NOTEBOOKS, cells) if c != cells[0]]
     src = cells[0]
     assert 'REPO_URL = "https://github.com/alphaedit-lite/alphaedit-lite"' in src
     assert re.search(r'if importlib\.util\.find_spec\("alphaedit_lite"\) is None:', src)

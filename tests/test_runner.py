@@ -76,6 +76,41 @@ def test_resume_refuses_other_settings(tmp_path, monkeypatch):
                        probe_prompts=PROBES, resume=True, progress=False)
 
 
+def test_resume_refuses_another_model_and_accepts_old_folders(tmp_path, monkeypatch):
+    import json
+
+    _setup(tmp_path)
+    monkeypatch.setenv("ALPHAEDIT_CACHE", str(tmp_path / "cache"))
+    _run(tmp_path, tmp_path / "r", stop_after=1)
+    settings = json.loads((tmp_path / "r" / "settings.json").read_text())
+    assert len(settings["weights_sha256"]) == 64
+    model, tok = EH.tiny_llama()
+    with torch.no_grad():   # the same architecture and settings, other weights
+        M.get_rewrite_weight(model, 1).mul_(1.001)
+    hp = HP.from_dict("AlphaEdit", HP_ALPHA)
+    with pytest.raises(ValueError, match="weights_sha256.*unedited weights"):
+        run_sequential(model, tok, REQS, hp, "AlphaEdit", tmp_path / "r", Schedule(n_edits=8, batch_size=2),
+                       probe_prompts=PROBES, resume=True, progress=False)
+    # a folder written before the fingerprint existed still resumes
+    del settings["weights_sha256"]
+    (tmp_path / "r" / "settings.json").write_text(json.dumps(settings))
+    _, res = _run(tmp_path, tmp_path / "r", resume=True)
+    assert res.resumed_from == 1
+
+
+def test_fluency_limit_zero_skips_fluency(tmp_path, monkeypatch):
+    _setup(tmp_path)
+    monkeypatch.setenv("ALPHAEDIT_CACHE", str(tmp_path / "cache"))
+    model, tok = EH.tiny_llama()
+    hp = HP.from_dict("AlphaEdit", HP_ALPHA)
+    st = S.layer_stats(model, tok, [1, 2], tmp_path / "corpus.txt", n_tokens=1920, seq_len=64, progress=False)
+    run_sequential(model, tok, REQS[:2], hp, "AlphaEdit", tmp_path / "f", Schedule(n_edits=2, batch_size=2, fluency_limit=0),
+                   stats=st, progress=False)
+    assert "fluency" not in read_metrics(tmp_path / "f")[-1]
+    with pytest.raises(ValueError, match="fluency_limit"):
+        Schedule(n_edits=2, fluency_limit=-1)
+
+
 def test_schedule_validation():
     with pytest.raises(ValueError):
         Schedule(n_edits=0)
