@@ -47,3 +47,18 @@ def check_same(what: str, a_name: str, a: int, b_name: str, b: int) -> None:
     """Raise a ValueError when two dimensions that must agree do not."""
     if a != b:
         raise ValueError(f"shape mismatch in {what}: {a_name} is {a} but {b_name} is {b}")
+
+
+def edit_inputs(R, K1, prev_keys=None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Checked float64 R (d_out, u), K1 (d_in, u) and K = [Kp, K1] (d_in, m + u) of one edit call."""
+    R = as_matrix("R (residuals V1 − W K1, shape (d_out, u))", R).to(torch.float64)
+    K1 = as_matrix("K1 (new keys as columns, shape (d_in, u))", K1).to(torch.float64)
+    check_same("R and K1", "R's number of columns (edits)", R.shape[1], "K1's number of columns (edits)", K1.shape[1])
+    K = K1
+    if prev_keys is not None:
+        Kp = as_matrix("prev_keys (Kp, shape (d_in, m))", prev_keys).to(device=K1.device, dtype=torch.float64)
+        check_same("prev_keys", "Kp's rows", Kp.shape[0], "K1's key dimension d_in", K1.shape[0])
+        K = torch.cat([Kp, K1], 1)
+    for name, x in (("R", R), ("K1", K1), ("prev_keys", K)):
+        check_finite(name, x)
+    return R, K1, K

@@ -26,7 +26,7 @@ from typing import Sequence
 
 import torch
 
-from .._checks import as_matrix, check_finite, check_same
+from .._checks import as_matrix, check_same, edit_inputs
 from ..hparams import AlphaEditHParams
 from ..solvers import alphaedit_delta
 from .common import EditResult, EditState, resolve_stats, run_memit_family
@@ -42,21 +42,12 @@ def lowrank_alphaedit_delta(R: torch.Tensor, K1: torch.Tensor, P: torch.Tensor, 
     ``R`` (d_out, u), ``K1`` (d_in, u), ``P`` (d_in, d_in), ``prev_keys`` = Kp (d_in, m) or None.
     Float64; returns Δ (d_out, d_in). Cost O(d_in² (m + u)): meant for m + u ≪ d_in.
     """
-    R = as_matrix("R (residuals V1 − W K1, shape (d_out, u))", R).to(torch.float64)
-    K1 = as_matrix("K1 (new keys as columns, shape (d_in, u))", K1).to(torch.float64)
-    check_same("R and K1", "R's number of columns (edits)", R.shape[1], "K1's number of columns (edits)", K1.shape[1])
+    R, K1, K = edit_inputs(R, K1, prev_keys)                         # K = [Kp, K1], (d_in, m + u)
     if not alpha > 0:
         raise ValueError(f"alpha must be > 0 (it keeps the system invertible), got {alpha}")
     d = K1.shape[0]
     P = as_matrix("P", P).to(device=K1.device, dtype=torch.float64)
     check_same("P", "P's rows", P.shape[0], "K1's key dimension d_in", d)
-    K = K1
-    if prev_keys is not None:
-        Kp = as_matrix("prev_keys (Kp, shape (d_in, m))", prev_keys).to(device=K1.device, dtype=torch.float64)
-        check_same("prev_keys", "Kp's rows", Kp.shape[0], "K1's key dimension d_in", d)
-        K = torch.cat([Kp, K1], 1)                                   # (d_in, m + u)
-    for name, x in (("R", R), ("K1", K1), ("prev_keys", K)):
-        check_finite(name, x)
     PK = P @ K                                                       # (d_in, m + u)
     S = K.T @ PK                                                     # Kᵀ P K, (m + u, m + u)
     S = (S + S.T) / 2 + alpha * torch.eye(S.shape[0], dtype=S.dtype, device=S.device)

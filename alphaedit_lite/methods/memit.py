@@ -24,7 +24,7 @@ from typing import Sequence
 
 import torch
 
-from .._checks import as_matrix, check_finite, check_same
+from .._checks import as_matrix, check_same, edit_inputs
 from ..covariance import SecondMoment
 from ..hparams import MEMITHParams, from_dict
 from ..solvers import memit_delta
@@ -93,19 +93,10 @@ def lowrank_memit_delta(R: torch.Tensor, K1: torch.Tensor, chol: torch.Tensor,
     ``R`` (d_out, u), ``K1`` (d_in, u), ``chol`` (d_in, d_in) lower triangular, ``prev_keys`` = Kp
     (d_in, m) or None. Float64; returns Δ (d_out, d_in). See the module docstring.
     """
-    R = as_matrix("R (residuals V1 − W K1, shape (d_out, u))", R).to(torch.float64)
-    K1 = as_matrix("K1 (new keys as columns, shape (d_in, u))", K1).to(torch.float64)
-    check_same("R and K1", "R's number of columns (edits)", R.shape[1], "K1's number of columns (edits)", K1.shape[1])
+    R, K1, K = edit_inputs(R, K1, prev_keys)                          # K = [Kp, K1], (d_in, m + u)
     d, u = K1.shape
     L = as_matrix("chol", chol).to(device=K1.device, dtype=torch.float64)
     check_same("chol", "chol's rows", L.shape[0], "K1's key dimension d_in", d)
-    K = K1
-    if prev_keys is not None:
-        Kp = as_matrix("prev_keys (Kp, shape (d_in, m))", prev_keys).to(device=K1.device, dtype=torch.float64)
-        check_same("prev_keys", "Kp's rows", Kp.shape[0], "K1's key dimension d_in", d)
-        K = torch.cat([Kp, K1], 1)                                    # (d_in, m + u)
-    for name, x in (("R", R), ("K1", K1), ("prev_keys", K)):
-        check_finite(name, x)
     Y = torch.cholesky_solve(K, L)                                    # (λC0)⁻¹ K, (d_in, m + u)
     N = K.T @ Y                                                       # (m + u, m + u), PSD
     N = (N + N.T) / 2
