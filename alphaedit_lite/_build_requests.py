@@ -1,6 +1,6 @@
 """Build ``data/requests/smollm2_known_facts.json``: well-known facts that SmolLM2-135M gets right.
 
-Run ``python -m alphaedit_lite._build_requests`` (10–15 minutes on a busy 2-core CPU). The facts
+Run ``python -m alphaedit_lite._build_requests`` (under a minute on a 2-core CPU). The facts
 below were written for this project (not copied from CounterFact). Each relation has a rewrite
 template, three paraphrase templates and generation templates, and groups of subjects that share
 the same true object, so that every request gets CounterFact-style material:
@@ -8,19 +8,25 @@ the same true object, so that every request gets CounterFact-style material:
 - ``target_true`` = the group's object, ``target_new`` = another object of the same relation
   (deterministic pseudo-random choice), i.e. a counterfactual of the same type;
 - ``paraphrase_prompts`` = the subject in the three paraphrase templates;
-- ``neighborhood_prompts`` = every *other* subject of the group (≥ 5), in the relation's templates
-  by turns: their answer is the same ``target_true``, so Specificity checks that an edit does not
-  leak onto them (CounterFact semantics);
+- ``neighborhood_prompts`` = the *other* subjects of the group that are **not edited anywhere in
+  the set** (at least ``MIN_NEIGHBOURS``), in the relation's templates by turns: their answer is the
+  same ``target_true``, so Specificity checks that an edit does not leak onto them (CounterFact
+  semantics). A subject that is itself edited in the same relation cannot serve as a neighbour:
+  after a sequential run its answer has changed on purpose, and counting that as a leak made the
+  first version of this set report 28 % of its neighbourhood prompts (first 100 requests) as
+  "leaks" that were in fact other edits;
 - ``generation_prompts`` = the generation templates.
 
 A candidate is kept when the unedited model gets it "right": the true target is more likely than
 the new target (mean per-token NLL, the metric's own comparison) on the rewrite prompt AND on a
 strict majority of the paraphrases. At most ``--cap`` requests per relation are kept so that no
-relation dominates. ``model_knows`` is reused by ``tests/test_requests.py``.
+relation dominates, and at most ``len(group) - MIN_NEIGHBOURS`` per group, so that every request
+keeps at least ``MIN_NEIGHBOURS`` unedited neighbours. ``model_knows`` is reused by ``tests/test_requests.py``.
 """
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import random
 import time
@@ -28,6 +34,8 @@ from pathlib import Path
 
 from .evaluate import target_logprobs
 from .requests import SHIPPED_REQUESTS_DIR, EditRequest, as_requests, save_requests
+
+MIN_NEIGHBOURS = 3   # unedited subjects of the same group left to every request as its neighbourhood
 
 # relation_id -> templates and {true object: [subjects that share it]}
 RELATIONS: dict[str, dict] = {
@@ -231,27 +239,50 @@ RELATIONS: dict[str, dict] = {
 }
 
 
+def neighbourhood(rel: str, obj: str, subject: str, exclude: frozenset | set = frozenset()) -> list[str]:
+    """The neighbourhood prompts of ``subject``: the group's other subjects not in ``exclude``, in the
+    relation's templates by turns (a fixed rotation per subject)."""
+    spec = RELATIONS[rel]
+    templates = [spec["rewrite"], *spec["paraphrases"]]
+    group = spec["groups"][obj]
+    s_idx = group.index(subject)
+    others = [s for s in group if s != subject and s not in exclude]
+    return [templates[(k + s_idx) % len(templates)].replace("{}", n) for k, n in enumerate(others)]
+
+
+def without_edited_neighbours(requests: list[EditRequest]) -> list[EditRequest]:
+    """``requests`` with every neighbour that is itself edited (same relation) in ``requests`` removed."""
+    edited: dict[str, set] = {}
+    for r in requests:
+        edited.setdefault(r.relation_id, set()).add(r.subject)
+    out = []
+    for r in requests:
+        nb = neighbourhood(r.relation_id, r.target_true, r.subject, edited[r.relation_id])
+        if len(nb) < MIN_NEIGHBOURS:
+            raise ValueError(f"request {r.label} keeps only {len(nb)} unedited neighbour(s); "
+                             f"edit fewer subjects of the group {r.target_true!r}")
+        out.append(dataclasses.replace(r, neighborhood_prompts=nb))
+    return out
+
+
 def candidate_requests(seed: int = 0) -> list[EditRequest]:
     """All candidate requests, in a fixed order with stable ``case_id``s."""
     out = []
     case_id = 0
     for rel, spec in RELATIONS.items():
-        templates = [spec["rewrite"], *spec["paraphrases"]]
         objects = list(spec["groups"])
         for obj, subjects in spec["groups"].items():
             others = [o for o in objects if o != obj]
-            for s_idx, subj in enumerate(subjects):
+            for subj in subjects:
                 rng = random.Random(f"{seed}-{rel}-{subj}")
                 new = rng.choice(others)
-                neighbours = [s for s in subjects if s != subj]
                 out.append(EditRequest(
                     prompt=spec["rewrite"],
                     subject=subj,
                     target_new=new,
                     target_true=obj,
                     paraphrase_prompts=[t.replace("{}", subj) for t in spec["paraphrases"]],
-                    neighborhood_prompts=[templates[(k + s_idx) % len(templates)].replace("{}", n)
-                                          for k, n in enumerate(neighbours)],
+                    neighborhood_prompts=neighbourhood(rel, obj, subj),
                     generation_prompts=[t.replace("{}", subj) for t in spec["generation"]],
                     case_id=case_id,
                     relation_id=rel,
@@ -316,8 +347,10 @@ def select_requests(cands: list[EditRequest], verdicts: list[dict], cap: int) ->
     """Keep known candidates, at most ``cap`` per relation, taking the groups (true objects) in turns.
 
     Within a relation the candidates are visited as first subject of every group, then second
-    subject of every group, ..., so a cap keeps a spread of true objects. Kept requests are
-    returned in candidate order.
+    subject of every group, ..., so a cap keeps a spread of true objects; a group gives at most
+    ``len(group) - MIN_NEIGHBOURS`` requests, so that its unedited subjects can be the neighbours.
+    Kept requests are returned in candidate order, their neighbourhoods still unfiltered (see
+    :func:`without_edited_neighbours`).
     """
     if cap < 1:
         raise ValueError(f"cap must be a positive int, got {cap!r}.")
@@ -332,14 +365,18 @@ def select_requests(cands: list[EditRequest], verdicts: list[dict], cap: int) ->
         g = list(RELATIONS[r.relation_id]["groups"]).index(r.target_true)
         rank[r.case_id] = (pos, g)
     per_rel: dict[str, dict[str, int]] = {}
+    per_group: dict[tuple[str, str], int] = {}
     chosen: set = set()
     for r in sorted(cands, key=lambda r: (r.relation_id, rank[r.case_id])):
         st = per_rel.setdefault(r.relation_id, {"candidates": 0, "known": 0, "kept": 0})
         st["candidates"] += 1
         if r.case_id in known:
             st["known"] += 1
-            if st["kept"] < cap:
+            g = (r.relation_id, r.target_true)
+            room = len(RELATIONS[r.relation_id]["groups"][r.target_true]) - MIN_NEIGHBOURS
+            if st["kept"] < cap and per_group.get(g, 0) < room:
                 st["kept"] += 1
+                per_group[g] = per_group.get(g, 0) + 1
                 chosen.add(r.case_id)
     return [r for r in cands if r.case_id in chosen], per_rel
 
@@ -350,6 +387,7 @@ def build(model, tok, out: Path, cap: int = 15, batch_size: int = 32, seed: int 
     t0 = time.time()
     verdicts = model_knows(model, tok, cands, batch_size=batch_size)
     kept, per_rel = select_requests(cands, verdicts, cap)
+    kept = without_edited_neighbours(kept)
     save_requests(kept, out)
     return {"candidates": len(cands), "known": sum(v["known"] for v in verdicts), "kept": len(kept),
             "per_relation": per_rel, "seconds": round(time.time() - t0, 1)}

@@ -28,6 +28,11 @@ Loaders (all return a ``RequestList``, a list with a ``.skipped`` report of reco
 
 Any function that takes requests accepts ``EditRequest`` objects or plain ROME-style dicts;
 ``as_request(x)`` normalises one.
+
+``edited_neighbours(requests)`` lists the neighbourhood prompts that mention a subject edited by
+another request of the same list and relation: after a sequential run such a prompt has changed on
+purpose, so it would count an intended edit as a Specificity failure. The shipped set has none;
+the sequential runner warns when a user's set has some.
 """
 from __future__ import annotations
 
@@ -54,6 +59,7 @@ __all__ = [
     "load_knowns",
     "load_requests",
     "save_requests",
+    "edited_neighbours",
     "SHIPPED_REQUESTS_DIR",
     "COUNTERFACT_URL",
     "ZSRE_URL",
@@ -596,3 +602,26 @@ def save_requests(requests: Iterable[EditRequest | dict], path: str | os.PathLik
         json.dump([r.to_rome() for r in reqs], f, indent=1, ensure_ascii=False)
         f.write("\n")
     return p
+
+
+def edited_neighbours(requests: Iterable[EditRequest | dict]) -> list[tuple[str, str, str]]:
+    """``(request label, neighbourhood prompt, edited subject it mentions)`` for every CounterFact-style
+    neighbourhood prompt that names the subject of another request in ``requests`` with the same
+    ``relation_id`` (requests without one are compared with all). Subjects shorter than 3
+    characters are ignored (too many accidental matches)."""
+    reqs = as_requests(requests)
+    subjects: dict[str | None, set[str]] = {}
+    for r in reqs:
+        subjects.setdefault(r.relation_id, set()).add(r.subject)
+    everyone = {s for group in subjects.values() for s in group}
+    out = []
+    for r in reqs:
+        if r.neighborhood_targets is not None:      # zsRE-style: unrelated questions, not neighbours
+            continue
+        pool = everyone if r.relation_id is None else subjects[r.relation_id] | subjects.get(None, set())
+        pool = {s for s in pool if s != r.subject and len(s) >= 3}
+        for p in r.neighborhood_prompts:
+            hit = next((s for s in sorted(pool) if s in p), None)
+            if hit is not None:
+                out.append((r.label, p, hit))
+    return out

@@ -25,6 +25,7 @@ import json
 import os
 import tempfile
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -34,7 +35,7 @@ import torch
 from .drift import FINAL, hidden_states, relative_drift
 from .evaluate import evaluate_requests
 from .models import get_rewrite_weight, rewrite_module_name, set_rewrite_weight
-from .requests import as_requests
+from .requests import as_requests, edited_neighbours
 
 
 @dataclass
@@ -167,6 +168,13 @@ def run_sequential(model, tok, requests, hparams, method: str, run_dir: str | os
         raise ValueError(f"asked for {schedule.n_edits} edits but only {len(reqs)} requests were given")
     layers = list(hparams.layers)
     drift_layers = list(drift_layers) if drift_layers is not None else [layers[-1]]
+    overlap = edited_neighbours(reqs)
+    if overlap:
+        label, prompt, subject = overlap[0]
+        warnings.warn(f"{len(overlap)} neighbourhood prompt(s) of these {len(reqs)} requests name a subject that is "
+                      f"itself edited in this run (e.g. {label}: {prompt!r} names {subject!r}); its answer will change "
+                      "on purpose, so Specificity counts it as a leak. Drop those prompts or edit other subjects "
+                      "(alphaedit_lite.requests.edited_neighbours lists them).", stacklevel=2)
     if edit_fn is None:
         import functools
 

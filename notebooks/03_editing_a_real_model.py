@@ -123,7 +123,7 @@ print(f"snapshot of {len(ORIGINAL)} parameter tensors taken")
 # %% [markdown]
 # ## 2. Facts the model knows, and what we will tell it instead
 #
-# The shipped request file holds 169 facts that the unedited SmolLM2 gets right, each with a
+# The shipped request file holds 161 facts that the unedited SmolLM2 gets right, each with a
 # counterfactual `target_new`. Before editing, the model should prefer the true object.
 
 # %%

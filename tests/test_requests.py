@@ -8,12 +8,14 @@ import json
 import pytest
 
 from alphaedit_lite import requests as R
-from alphaedit_lite._build_requests import RELATIONS, candidate_requests, model_knows
+from alphaedit_lite._build_requests import (MIN_NEIGHBOURS, RELATIONS, candidate_requests, model_knows,
+                                            select_requests, without_edited_neighbours)
 from alphaedit_lite.paths import shared_data_dir
 from alphaedit_lite.requests import (
     EditRequest,
     as_request,
     as_requests,
+    edited_neighbours,
     load_counterfact,
     load_knowns,
     load_requests,
@@ -224,7 +226,7 @@ def test_shipped_requests_structure():
     assert len({r.case_id for r in reqs}) == len(reqs)
     for r in reqs:
         assert r.target_true and r.target_new != r.target_true
-        assert len(r.paraphrase_prompts) >= 2 and len(r.neighborhood_prompts) >= 5 and r.generation_prompts
+        assert len(r.paraphrase_prompts) >= 2 and len(r.neighborhood_prompts) >= MIN_NEIGHBOURS and r.generation_prompts
         assert all(r.subject in p for p in r.paraphrase_prompts + r.generation_prompts)
         # target_new is an object of the same relation; the neighbours share target_true.
         groups = RELATIONS[r.relation_id]["groups"]
@@ -233,6 +235,35 @@ def test_shipped_requests_structure():
         for p in r.neighborhood_prompts:
             assert any(s in p for s in others) and r.subject not in p
     assert len({r.relation_id for r in reqs}) >= 8  # many kinds of facts, not one
+    # No neighbour is itself edited in the set (a sequential run would change its answer on purpose),
+    # however many requests a run takes from the front of the file.
+    for n in (50, 100, len(reqs)):
+        assert edited_neighbours(reqs[:n]) == []
+
+
+def test_edited_neighbours_finds_overlaps():
+    cands = [r for r in candidate_requests() if r.relation_id == "P30"][:3]   # three subjects of one group
+    hits = edited_neighbours(cands)
+    assert hits and all(s in p and s != lab for lab, p, s in hits)
+    assert {s for _, _, s in hits} == {r.subject for r in cands}
+    assert edited_neighbours(without_edited_neighbours(cands)) == []
+    assert edited_neighbours(cands[:1]) == []
+
+
+def test_selection_leaves_every_group_its_neighbours():
+    cands = candidate_requests()
+    everyone_known = [{"known": True} for _ in cands]
+    kept, per_rel = select_requests(cands, everyone_known, cap=100)
+    per_group = {}
+    for r in kept:
+        per_group[(r.relation_id, r.target_true)] = per_group.get((r.relation_id, r.target_true), 0) + 1
+    for (rel, obj), k in per_group.items():
+        assert k == len(RELATIONS[rel]["groups"][obj]) - MIN_NEIGHBOURS
+    final = without_edited_neighbours(kept)
+    assert all(len(r.neighborhood_prompts) == MIN_NEIGHBOURS for r in final)
+    assert edited_neighbours(final) == []
+    with pytest.raises(ValueError, match="unedited neighbour"):
+        without_edited_neighbours(cands)       # every subject edited: nobody left to be a neighbour
 
 
 @pytest.mark.model
