@@ -113,6 +113,12 @@ def plot_runs_png(runs: dict, path, title: str = "") -> Path:
     ax.set_xlabel("edits so far")
     ax.grid(alpha=0.3, which="both")
     axes.flat[0].legend(fontsize=8)
+    edits = [r["edits"] for run in data.values() for r in run["metrics"] if "edits" in r]
+    if edits:   # one x range for all panels: a metric measured only at the end (fluency) is a point at the right
+        lo, hi = min(edits), max(edits)
+        pad = max(1.0, 0.03 * (hi - lo))
+        for ax in axes.flat:
+            ax.set_xlim(lo - pad, hi + pad)
     if title:
         fig.suptitle(title)
     path = Path(path)
