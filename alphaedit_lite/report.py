@@ -71,6 +71,17 @@ def _norm_total(r) -> float:
     return math.sqrt(sum(v ** 2 for k, v in r.items() if k.startswith("update_norm/")))
 
 
+def _x_range(data: dict) -> tuple[float, float] | None:
+    """One x range (edits so far) for every panel, so that a metric measured only at the end
+    (fluency) is a point at the right, not a lone point on an axis of its own."""
+    edits = [r["edits"] for run in data.values() for r in run["metrics"] if "edits" in r]
+    if not edits:
+        return None
+    lo, hi = min(edits), max(edits)
+    pad = max(1.0, 0.03 * (hi - lo))
+    return lo - pad, hi + pad
+
+
 def plot_runs_png(runs: dict, path, title: str = "") -> Path:
     """Metric curves, drift and update norm vs number of edits, one line per run, as a PNG."""
     import matplotlib
@@ -113,12 +124,10 @@ def plot_runs_png(runs: dict, path, title: str = "") -> Path:
     ax.set_xlabel("edits so far")
     ax.grid(alpha=0.3, which="both")
     axes.flat[0].legend(fontsize=8)
-    edits = [r["edits"] for run in data.values() for r in run["metrics"] if "edits" in r]
-    if edits:   # one x range for all panels: a metric measured only at the end (fluency) is a point at the right
-        lo, hi = min(edits), max(edits)
-        pad = max(1.0, 0.03 * (hi - lo))
+    xlim = _x_range(data)
+    if xlim is not None:
         for ax in axes.flat:
-            ax.set_xlim(lo - pad, hi + pad)
+            ax.set_xlim(*xlim)
     if title:
         fig.suptitle(title)
     path = Path(path)
@@ -155,6 +164,9 @@ def runs_figure(runs: dict, title: str = ""):
     fig.update_yaxes(type="log", row=2, col=2)
     fig.update_yaxes(type="log", row=2, col=3)
     fig.update_xaxes(title_text="edits so far")
+    xlim = _x_range(data)
+    if xlim is not None:
+        fig.update_xaxes(range=list(xlim))
     fig.update_layout(height=700, title=title or None)
     return fig
 
