@@ -619,9 +619,9 @@ def edited_neighbours(requests: Iterable[EditRequest | dict]) -> list[tuple[str,
         if r.neighborhood_targets is not None:      # zsRE-style: unrelated questions, not neighbours
             continue
         pool = everyone if r.relation_id is None else subjects[r.relation_id] | subjects.get(None, set())
-        pool = {s for s in pool if s != r.subject and len(s) >= 3}
+        pool = sorted(s for s in pool if s != r.subject and len(s) >= 3)
         for p in r.neighborhood_prompts:
-            hit = next((s for s in sorted(pool) if s in p), None)
+            hit = next((s for s in pool if s in p), None)
             if hit is not None:
                 out.append((r.label, p, hit))
     return out

@@ -244,7 +244,8 @@ def test_shipped_requests_structure():
 def test_edited_neighbours_finds_overlaps():
     cands = [r for r in candidate_requests() if r.relation_id == "P30"][:3]   # three subjects of one group
     hits = edited_neighbours(cands)
-    assert hits and all(s in p and s != lab for lab, p, s in hits)
+    subject_of = {r.label: r.subject for r in cands}
+    assert hits and all(s in p and s != subject_of[lab] for lab, p, s in hits)
     assert {s for _, _, s in hits} == {r.subject for r in cands}
     assert edited_neighbours(without_edited_neighbours(cands)) == []
     assert edited_neighbours(cands[:1]) == []

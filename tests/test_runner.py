@@ -1,6 +1,7 @@
 """The sequential runner: run folders, checkpoints, and resume after a kill ending identical."""
 from __future__ import annotations
 
+import dataclasses
 import os
 from pathlib import Path
 
@@ -109,6 +110,22 @@ def test_fluency_limit_zero_skips_fluency(tmp_path, monkeypatch):
     assert "fluency" not in read_metrics(tmp_path / "f")[-1]
     with pytest.raises(ValueError, match="fluency_limit"):
         Schedule(n_edits=2, fluency_limit=-1)
+
+
+def test_warns_when_a_neighbour_is_itself_edited(tmp_path, monkeypatch):
+    from alphaedit_lite.requests import as_requests
+
+    _setup(tmp_path)
+    monkeypatch.setenv("ALPHAEDIT_CACHE", str(tmp_path / "cache"))
+    model, tok = EH.tiny_llama()
+    hp = HP.from_dict("AlphaEdit", HP_ALPHA)
+    st = S.layer_stats(model, tok, [1, 2], tmp_path / "corpus.txt", n_tokens=1920, seq_len=64, progress=False)
+    a, b = as_requests(REQS[:2])
+    a = dataclasses.replace(a, relation_id="R", neighborhood_prompts=[f"{b.subject} is a"])
+    b = dataclasses.replace(b, relation_id="R")
+    with pytest.warns(UserWarning, match=r"1 neighbourhood prompt\(s\) .* itself edited"):
+        run_sequential(model, tok, [a, b], hp, "AlphaEdit", tmp_path / "w", Schedule(n_edits=2, batch_size=2,
+                       fluency_limit=0), stats=st, progress=False)
 
 
 def test_schedule_validation():
