@@ -283,3 +283,28 @@ def test_bench_vs_reference_smoke(tmp_path):
         assert len(r["per_edit_s"]) == 2 and r["per_edit_op_mean"] > 0
         assert set(r["after"]) == {"efficacy", "generalization", "specificity"}
     assert blob["reference_op"]["unit_s"] > 0 and blob["stats_s"] > 0
+
+
+@pytest.mark.model
+@pytest.mark.slow
+@pytest.mark.skipif(shared_data_dir() is None, reason="needs the shared WikiText-2 file")
+def test_bench_layer_windows_smoke():
+    """Two windows on four shipped requests: it prints a row per window and restores the weights (it asserts so)."""
+    proc = subprocess.run([sys.executable, str(REPO / "benchmarks" / "bench_layer_windows.py"), "--windows", "4-5,2-3",
+                           "--n", "4", "--batch", "2", "--stats-tokens", "4096", "--threads", "1"],
+                          cwd=REPO, capture_output=True, text=True, timeout=1200)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = [ln.split() for ln in proc.stdout.splitlines() if ln.strip().startswith(("unedited", "4-5", "2-3"))]
+    assert [r[0] for r in rows] == ["unedited", "4-5", "2-3"]
+    for r in rows:
+        eff, gen, spe = (float(r[i]) for i in (1, 3, 5))
+        assert all(0.0 <= x <= 100.0 for x in (eff, gen, spe))
+
+
+def test_bench_layer_windows_rejects_a_bad_window():
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    import bench_layer_windows as B
+    assert B.parse_window("3-7") == [3, 4, 5, 6, 7]
+    for bad in ("7", "7-3", "a-b"):
+        with pytest.raises(SystemExit, match="window"):
+            B.parse_window(bad)
