@@ -19,7 +19,7 @@ the other 61, so that a window is not chosen for one split's relation mix:
     .venv/bin/python benchmarks/bench_layer_windows.py --threads 1 --windows 4-8,3-7,2-6
     .venv/bin/python benchmarks/bench_layer_windows.py --threads 1 --windows 4-8,3-7,2-6 --start 100 --n 61
 
-About 10 minutes per window for 100 requests with one thread.
+About 14 minutes per window for 100 requests with one thread.
 """
 from __future__ import annotations
 
