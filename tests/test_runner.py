@@ -30,6 +30,15 @@ def _setup(tmp_path):
     return corpus
 
 
+def _tiny_alphaedit(tmp_path, monkeypatch):
+    """The tiny Llama, AlphaEdit's test hparams and its statistics on the test corpus (cache under tmp_path)."""
+    _setup(tmp_path)
+    monkeypatch.setenv("ALPHAEDIT_CACHE", str(tmp_path / "cache"))
+    model, tok = EH.tiny_llama()
+    st = S.layer_stats(model, tok, [1, 2], tmp_path / "corpus.txt", n_tokens=1920, seq_len=64, progress=False)
+    return model, tok, HP.from_dict("AlphaEdit", HP_ALPHA), st
+
+
 def _run(tmp_path, run_dir, stop_after=None, resume=False):
     os.environ["ALPHAEDIT_CACHE"] = str(tmp_path / "cache")
     model, tok = EH.tiny_llama()
@@ -100,11 +109,7 @@ def test_resume_refuses_another_model_and_accepts_old_folders(tmp_path, monkeypa
 
 
 def test_fluency_limit_zero_skips_fluency(tmp_path, monkeypatch):
-    _setup(tmp_path)
-    monkeypatch.setenv("ALPHAEDIT_CACHE", str(tmp_path / "cache"))
-    model, tok = EH.tiny_llama()
-    hp = HP.from_dict("AlphaEdit", HP_ALPHA)
-    st = S.layer_stats(model, tok, [1, 2], tmp_path / "corpus.txt", n_tokens=1920, seq_len=64, progress=False)
+    model, tok, hp, st = _tiny_alphaedit(tmp_path, monkeypatch)
     run_sequential(model, tok, REQS[:2], hp, "AlphaEdit", tmp_path / "f", Schedule(n_edits=2, batch_size=2, fluency_limit=0),
                    stats=st, progress=False)
     assert "fluency" not in read_metrics(tmp_path / "f")[-1]
@@ -115,11 +120,7 @@ def test_fluency_limit_zero_skips_fluency(tmp_path, monkeypatch):
 def test_warns_when_a_neighbour_is_itself_edited(tmp_path, monkeypatch):
     from alphaedit_lite.requests import as_requests
 
-    _setup(tmp_path)
-    monkeypatch.setenv("ALPHAEDIT_CACHE", str(tmp_path / "cache"))
-    model, tok = EH.tiny_llama()
-    hp = HP.from_dict("AlphaEdit", HP_ALPHA)
-    st = S.layer_stats(model, tok, [1, 2], tmp_path / "corpus.txt", n_tokens=1920, seq_len=64, progress=False)
+    model, tok, hp, st = _tiny_alphaedit(tmp_path, monkeypatch)
     a, b = as_requests(REQS[:2])
     a = dataclasses.replace(a, relation_id="R", neighborhood_prompts=[f"{b.subject} is a"])
     b = dataclasses.replace(b, relation_id="R")
