@@ -103,9 +103,11 @@ def main(argv=None):
     if args.threads:
         torch.set_num_threads(args.threads)
     windows = [parse_window(w) for w in args.windows.split(",")]
-    reqs = list(load_requests(args.requests, limit=args.start + args.n))[args.start:]
-    if len(reqs) < args.n:
-        raise SystemExit(f"{args.requests} has only {args.start + len(reqs)} requests; lower --start or --n")
+    every = list(load_requests(args.requests))
+    if args.start < 0 or args.n < 1 or args.start + args.n > len(every):
+        raise SystemExit(f"{args.requests} has {len(every)} requests; --start {args.start} --n {args.n} does not fit, "
+                         f"lower --start or --n")
+    reqs = every[args.start:args.start + args.n]
     model, tok = load_model("smollm2-135m", device="cpu")
     print(f"{args.method}, requests {args.start}..{args.start + len(reqs) - 1} of {args.requests}, "
           f"{len(reqs) // args.batch} sequential batches of {args.batch}; targets fixed per window (see docstring)")

@@ -308,3 +308,5 @@ def test_bench_layer_windows_rejects_a_bad_window():
     for bad in ("7", "7-3", "a-b"):
         with pytest.raises(SystemExit, match="window"):
             B.parse_window(bad)
+    with pytest.raises(SystemExit, match="does not fit, lower --start or --n"):
+        B.main(["--start", "10000", "--n", "10"])     # refused before the model loads
