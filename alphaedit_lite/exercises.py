@@ -15,6 +15,7 @@ message gives the measured error.
 | `check_alphaedit_delta(fn)` | `fn(R, K1, P, alpha, prev_cov) -> Δ = R K1ᵀ P (KpKpᵀP + K1K1ᵀP + αI)⁻¹` | AlphaEdit Eq. 14 |
 | `check_subject_key(fn, model, tok, layer)` | `fn(model, tok, text, subject, layer) -> k` (d_in,), the rewrite module's input at the subject's last token | MEMIT Eq. 14 / ROME Sec. 3.1 |
 | `check_projection(fn)` | `fn(Delta, P) -> Δ P`, AlphaEdit's plug-in for a MEMIT update: (ΔP)K0 = 0 | AlphaEdit Sec. 3 ("one line of code") |
+| `check_memit_normal_equations(fn)` | `fn(W, K1, V1, C0, lam) -> Δ = R K1ᵀ (λ C0 + K1 K1ᵀ)⁻¹`, R = V1 − W K1 | MEMIT Eq. 14 (one layer, no earlier edits) |
 
 Shapes follow CONTRIBUTING.md: keys are columns (d_in, n), Δ and W are (d_out, d_in),
 `prev_cov` is Kp Kpᵀ (d_in, d_in), everything is float64.
@@ -32,7 +33,7 @@ from .nullspace import null_space_projector
 from .solvers import alphaedit_delta, memit_delta
 
 __all__ = ["check_covariance", "check_projector", "check_grad_J", "check_alphaedit_delta", "check_subject_key",
-           "check_projection"]
+           "check_projection", "check_memit_normal_equations"]
 
 F64 = torch.float64
 MATCH_RTOL = 1e-8   # a learner's answer this close (relative Frobenius norm) to the reference passes
@@ -668,3 +669,105 @@ def check_projection(fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]) -
     print(f"✓ {_name(fn)}: Δ P — matches the reference on {len(cases)} MEMIT updates ({'; '.join(c.label for c in cases)}); "
           f"preserved outputs move by ‖(ΔP)K0‖/(‖Δ‖‖K0‖) ≤ {worst:.1e}, against up to {memit_worst:.1e} "
           "for MEMIT's Δ itself")
+
+
+# ----------------------------------------------------- 7. MEMIT's closed form from the normal equations
+def _memit_cases() -> list[_Case]:
+    """Inputs (W, K1, V1, C0, λ) of one MEMIT edit and the reference Δ from `memit_delta`.
+
+    The first case is square everywhere (d_in = d_out = u), so every typical mistake that only
+    changes the order of a product (K1ᵀK1, the inverse on the left) still computes and can be named.
+    """
+    gen = torch.Generator().manual_seed(707)
+    cases = []
+    for label, d_in, d_out, u, lam, scale in [
+        ("all square: d_in = d_out = u = 6, λ 3", 6, 6, 6, 3.0, 1.0),
+        ("d_in 10, d_out 4, 3 new keys, λ 15 000 (the paper's)", 10, 4, 3, 1.5e4, 1.0),
+        ("d_in 8, d_out 12, 5 new keys, λ 0.2", 8, 12, 5, 0.2, 1.0),
+        ("d_in 7, d_out 3, 1 new key, keys rescaled by 100, λ 50", 7, 3, 1, 50.0, 100.0),
+    ]:
+        K0 = (torch.randn(d_in, 30 * d_in, generator=gen, dtype=F64) + 0.5) * scale      # (d_in, n), full rank
+        C0 = K0 @ K0.T / K0.shape[1]                                                       # (d_in, d_in)
+        W = torch.randn(d_out, d_in, generator=gen, dtype=F64) / d_in ** 0.5               # (d_out, d_in)
+        K1 = (torch.randn(d_in, u, generator=gen, dtype=F64) + 0.5) * scale                # (d_in, u)
+        V1 = W @ K1 + torch.randn(d_out, u, generator=gen, dtype=F64) * scale              # (d_out, u)
+        cases.append(_Case(label, (W, K1, V1, C0, lam), memit_delta(V1 - W @ K1, K1, C0, lam)))
+    return cases
+
+
+_SHAPE_ERRORS = ("size of tensor", "cannot be multiplied", "must match", "shape", "dimension")
+
+
+def check_memit_normal_equations(fn: Callable) -> None:
+    """Check `fn(W, K1, V1, C0, lam) -> Δ` (d_out, d_in), MEMIT's closed form
+    Δ = R K1ᵀ (λ C0 + K1 K1ᵀ)⁻¹ with R = V1 − W K1, from the normal equations
+    Δ (λ C0 + K1 K1ᵀ) = R K1ᵀ of ‖(W + Δ) K1 − V1‖² + λ tr(Δ C0 Δᵀ).
+
+    The reference is `alphaedit_lite.solvers.memit_delta(V1 − W K1, K1, C0, lam)`; an explicit
+    inverse and a linear solve are both accepted.
+    """
+    _require_callable(fn)
+    cases = _memit_cases()
+    for case in cases:
+        W, K1, V1, C0, lam = case.args
+        d_out, d_in = W.shape
+        u = K1.shape[1]
+        try:
+            out = _call(fn, case)
+        except AssertionError as exc:
+            cause = exc.__cause__
+            if isinstance(cause, RuntimeError) and any(s in str(cause) for s in _SHAPE_ERRORS):
+                raise _fail(fn, case, f"the shapes do not fit ({str(cause).splitlines()[0]}): K1 K1ᵀ is "
+                                      f"(d_in, d_in) = ({d_in}, {d_in}), like C0 (K1ᵀ K1 would be (u, u) = "
+                                      f"({u}, {u})), and the inverse multiplies R K1ᵀ (d_out, d_in) from the "
+                                      "right: Δ = R K1ᵀ (λC0 + K1K1ᵀ)⁻¹") from cause
+            raise
+        if tuple(out.shape) == (d_in, d_out) and d_in != d_out:
+            raise _fail(fn, case, f"shape (d_in, d_out) = {tuple(out.shape)}: you returned Δᵀ; Δ has W's shape "
+                                  f"(d_out, d_in) = ({d_out}, {d_in}) (solving A X = K1 Rᵀ gives Δᵀ: "
+                                  "transpose back)")
+        if tuple(out.shape) != (d_out, d_in):
+            raise _fail(fn, case, f"Δ must have W's shape (d_out, d_in) = ({d_out}, {d_in}), got {tuple(out.shape)}")
+        _check_finite(fn, case, out, ": is your bracket λC0 + K1K1ᵀ (C0 makes it invertible)?")
+        ref = case.expected
+        err = _rel(out, ref)
+        if err < MATCH_RTOL:
+            continue
+        if out.dtype != F64:
+            raise _fail(fn, case, f"your Δ is {out.dtype}: compute in float64 like the inputs (λC0 + K1K1ᵀ can "
+                                  "be ill-conditioned)")
+        R = V1 - W @ K1                                       # (d_out, u)
+        A = lam * C0 + K1 @ K1.T                              # (d_in, d_in), symmetric
+
+        def right(M, B=R @ K1.T):                             # B M⁻¹
+            return torch.linalg.solve(M.T, B.T).T
+
+        nan = torch.full((1,), float("nan"), dtype=F64)
+        guesses = [
+            ("you forgot λ: the preservation term is λ‖ΔK0‖², so the bracket is λC0 + K1K1ᵀ, "
+             "not C0 + K1K1ᵀ",
+             right(C0 + K1 @ K1.T)),
+            ("you used K1ᵀK1 (u × u, the Gram matrix of the new keys) instead of K1K1ᵀ (d_in × d_in): the "
+             "gradient of ‖ΔK1 − R‖² is 2(ΔK1 − R)K1ᵀ, so Δ meets K1K1ᵀ",
+             right(lam * C0 + K1.T @ K1) if u == d_in else nan),
+            ("the sign is flipped: the residual is R = V1 − W K1 (what the update must ADD on the new keys), "
+             "not W K1 − V1", -ref),
+            ("you multiplied by the inverse on the wrong side: Δ (λC0 + K1K1ᵀ) = R K1ᵀ is solved by "
+             "Δ = R K1ᵀ (λC0 + K1K1ᵀ)⁻¹, the inverse on the RIGHT",
+             torch.linalg.solve(A, R @ K1.T) if d_out == d_in else nan),
+            ("you returned Δᵀ = (λC0 + K1K1ᵀ)⁻¹ K1 Rᵀ: transpose it back to W's shape",
+             ref.T if d_out == d_in else nan),
+            ("λ weights the PRESERVED term: the bracket is λC0 + K1K1ᵀ, not C0 + λK1K1ᵀ",
+             right(C0 + lam * K1 @ K1.T)),
+            ("λ multiplies C0, it does not divide it: the bracket is λC0 + K1K1ᵀ", right(C0 / lam + K1 @ K1.T)),
+            ("the bracket is missing K1K1ᵀ (the new keys' own term): it is λC0 + K1K1ᵀ", right(lam * C0)),
+            ("the preserved term is λC0, not λI: C0 = K0K0ᵀ/n says which directions preserved keys use",
+             right(lam * torch.eye(d_in, dtype=F64) + K1 @ K1.T)),
+            ("you used V1 where the residual R = V1 − W K1 belongs: the update only adds what W K1 lacks",
+             right(A, V1 @ K1.T)),
+            ("return the update Δ, not the edited weight W + Δ", W + ref),
+        ]
+        raise _diagnose(fn, case, out, guesses, f"your Δ differs from memit_delta by a relative error "
+                        f"‖Δ − ref‖/‖ref‖ = {err:.2e}; Δ = R K1ᵀ (λC0 + K1K1ᵀ)⁻¹ with "
+                        "R = V1 − W K1")
+    _ok(fn, "Δ = (V1 − W K1) K1ᵀ (λC0 + K1K1ᵀ)⁻¹ (MEMIT's normal equations)", cases)

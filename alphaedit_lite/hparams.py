@@ -20,12 +20,29 @@ The names follow the reference code of ROME / MEMIT (Meng et al. 2022, 2023) and
 
 A JSON file may hold keys starting with ``_`` (comments, provenance); any other key that is not a
 field of the method's dataclass raises ``ValueError`` naming it and listing the valid fields.
+
+Values are checked against each field's declared type, in JSON files (:func:`from_dict`), in
+``load_hparams(..., **overrides)``, in :meth:`BaseHParams.replace` and in the command line's
+``--set KEY=VALUE`` (:func:`check_overrides`), before anything runs; a bad value raises
+``ValueError`` naming the field, the value and the expected type:
+
+* ``int`` fields take whole numbers (NumPy integers too): a bool (``true``) or a fraction
+  (``2.5``) is refused, an integral float (``25.0``, ``1e3``) becomes an ``int``;
+* ``float`` fields take finite ints or floats (a NumPy scalar becomes a float); bools and
+  strings are refused;
+* ``bool`` fields take only ``true``/``false``;
+* ``list[int]`` fields (``layers``) take a list of whole numbers such as ``[3, 4]``;
+* ``str`` fields take strings; ``fact_token`` and ``nullspace_mode`` only their known choices
+  (:data:`CHOICES`).
 """
 from __future__ import annotations
 
 import dataclasses
 import json
+import math
+import numbers
 import os
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -36,8 +53,15 @@ HPARAMS_DIR = PACKAGE_DIR / "hparams"
 
 __all__ = [
     "HPARAMS_DIR", "BaseHParams", "FTHParams", "ROMEHParams", "MEMITHParams", "AlphaEditHParams",
-    "PRUNEHParams", "RECTHParams", "METHODS", "load_hparams", "hparams_path", "available_hparams",
+    "PRUNEHParams", "RECTHParams", "METHODS", "CHOICES", "load_hparams", "hparams_path", "available_hparams",
+    "check_value", "check_overrides",
 ]
+
+#: The values a ``str`` field may take, where only some are meaningful.
+CHOICES: dict[str, tuple[str, ...]] = {
+    "fact_token": ("subject_last", "last"),
+    "nullspace_mode": ("absolute", "relative", "energy", "rank"),
+}
 
 
 @dataclass
@@ -57,7 +81,7 @@ class BaseHParams:
             raise ValueError(f"layers must be a non-empty list of ints, got {self.layers!r}")
         if sorted(set(self.layers)) != list(self.layers):
             raise ValueError(f"layers must be strictly increasing without repeats, got {self.layers}")
-        if self.fact_token not in ("subject_last", "last"):
+        if self.fact_token not in CHOICES["fact_token"]:
             raise ValueError(f"fact_token {self.fact_token!r} is not supported; use 'subject_last' (the "
                              "subject's last token, as ROME/MEMIT/AlphaEdit do) or 'last' (the prompt's last token)")
         if self.context_n_prefixes < 0 or self.context_prefix_tokens < 1:
@@ -69,6 +93,7 @@ class BaseHParams:
         bad = sorted(set(changes) - names)
         if bad:
             raise ValueError(f"{type(self).__name__} has no field(s) {bad}; valid fields: {sorted(names)}")
+        changes = {k: check_value(type(self), k, v, source="override") for k, v in changes.items()}
         out = dataclasses.replace(self, **changes)
         out.validate()
         return out
@@ -139,7 +164,7 @@ class MEMITHParams(TargetHParams):
         super().validate()
         if self.mom2_update_weight < 0:
             raise ValueError(f"mom2_update_weight (λ) must be ≥ 0, got {self.mom2_update_weight}")
-        if self.nullspace_mode not in ("absolute", "relative", "energy", "rank"):
+        if self.nullspace_mode not in CHOICES["nullspace_mode"]:
             raise ValueError(f"nullspace_mode must be absolute, relative, energy or rank, got {self.nullspace_mode!r}")
 
 
@@ -231,6 +256,103 @@ def available_hparams() -> dict[str, list[str]]:
     return {m: sorted(p.stem for p in (HPARAMS_DIR / m).glob("*.json")) for m in METHODS}
 
 
+# ------------------------------------------------------------------------------------------------
+# value checks against the declared field types
+# ------------------------------------------------------------------------------------------------
+_EXAMPLES = {bool: "true", int: "25", float: "0.5", str: '"text"'}
+
+
+def _example(cls: type[BaseHParams], name: str, kind: Any) -> str:
+    """A valid value of field ``name`` as JSON, for error messages: its default where that is one."""
+    if name in CHOICES:
+        return CHOICES[name][0]
+    if kind == list[int]:
+        return "[3,4]"
+    default = next(f.default for f in dataclasses.fields(cls) if f.name == name)
+    if default is dataclasses.MISSING or (kind is str and not default):
+        return _EXAMPLES.get(kind, "...")
+    return default if kind is str else json.dumps(default)
+
+
+def _kind_of(x: Any) -> str:
+    """The JSON-ish kind of ``x`` for messages: "a bool", "a string", "null", ..."""
+    names = {bool: "a bool", int: "an int", float: "a float", str: "a string", list: "a list", tuple: "a tuple",
+             dict: "a dict", type(None): "null"}
+    return names.get(type(x), f"a {type(x).__name__}")
+
+
+def _is_whole(x: Any) -> bool:
+    """An integer (not a bool; NumPy integers count) or a float with an integral value."""
+    if isinstance(x, bool):
+        return False
+    return isinstance(x, numbers.Integral) or (isinstance(x, float) and math.isfinite(x) and x.is_integer())
+
+
+def check_value(cls: type[BaseHParams], name: str, value: Any, source: str = "override") -> Any:
+    """Return ``value`` fit for field ``name`` of ``cls`` (an integral float becomes an int).
+
+    Raises ``ValueError`` naming ``source`` (a file, or "override"), the field, the value and the
+    expected type (rules in the module docstring). Unknown names raise too.
+    """
+    hints = typing.get_type_hints(cls)
+    if name not in hints:
+        raise ValueError(f"{source}: {cls.__name__} has no field {name!r}; valid fields: {sorted(hints)}")
+    kind = hints[name]
+
+    def bad(expected: str) -> ValueError:
+        ex = _example(cls, name, kind)
+        return ValueError(f"{source}: {name}={value!r} ({_kind_of(value)}) is not valid: {name} must be "
+                          f"{expected}, e.g. {name}={ex} (on the command line: --set {name}={ex})")
+
+    if kind is bool:
+        if not isinstance(value, bool):
+            raise bad("true or false")
+        return value
+    if kind is int:
+        if not _is_whole(value):
+            raise bad("a whole number (int)")
+        return int(value)
+    if kind is float:
+        if isinstance(value, bool) or not isinstance(value, numbers.Real):
+            raise bad("a number (float)")
+        if not math.isfinite(value):
+            raise bad("a finite number (float)")
+        return value if isinstance(value, (int, float)) else float(value)   # NumPy scalars become floats
+    if kind == list[int]:
+        if not isinstance(value, (list, tuple)) or not all(_is_whole(x) for x in value):
+            raise bad("a list of whole numbers (layer indices)")
+        return [int(x) for x in value]
+    if kind is str:
+        if not isinstance(value, str):
+            raise bad("a string")
+        if name in CHOICES and value not in CHOICES[name]:
+            raise bad(f"one of {list(CHOICES[name])}")
+        return value
+    raise TypeError(f"{cls.__name__}.{name} has a type ({kind}) that check_value does not know; add it there")
+
+
+def check_overrides(overrides: dict[str, Any], method: str | None = None, source: str = "override") -> dict[str, Any]:
+    """Check ``{field: value}`` overrides before anything runs; return them with values normalised.
+
+    With ``method`` the fields of that method's dataclass are used; without, a name must be a
+    field of at least one method (the command line checks ``--set`` this way before it knows which
+    methods will read it) and its value is checked against that field's type. ``source`` starts
+    the error messages (e.g. ``"--set"``).
+    """
+    classes = [METHODS[_method(method)]] if method is not None else list(METHODS.values())
+    out = {}
+    for name, value in overrides.items():
+        owner = next((c for c in classes if name in {f.name for f in dataclasses.fields(c)}), None)
+        if owner is None:
+            valid = sorted({f.name for c in classes for f in dataclasses.fields(c)})
+            where = f"of {method}" if method is not None else "of any method"
+            guess = [g for g in valid if g.lower() == str(name).lower()]
+            hint = f" (did you mean {guess[0]!r}?)" if guess else ""
+            raise ValueError(f"{source}: {name!r} is not a hyper-parameter {where}{hint}; valid names: {valid}")
+        out[name] = check_value(owner, name, value, source=source)
+    return out
+
+
 def from_dict(method: str, data: dict[str, Any], source: str = "<dict>") -> BaseHParams:
     """Build and validate the dataclass of ``method`` from a dict; unknown keys raise ValueError."""
     cls = METHODS[_method(method)]
@@ -242,7 +364,7 @@ def from_dict(method: str, data: dict[str, Any], source: str = "<dict>") -> Base
     if unknown:
         raise ValueError(f"{source}: unknown key(s) {unknown} for {cls.__name__}; valid keys are "
                          f"{sorted(names)} (prefix a key with '_' to keep it as a comment)")
-    hp = cls(**clean)
+    hp = cls(**{k: check_value(cls, k, v, source=source) for k, v in clean.items()})
     hp.validate()
     return hp
 

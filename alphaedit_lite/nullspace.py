@@ -14,6 +14,18 @@ so an update already in the null space (Δ = Δ P) changes preserved outputs by 
 The paper's code takes an SVD of C and keeps singular values below an absolute threshold 2e-2.
 For a symmetric PSD matrix singular values are eigenvalues, and `eigh` is cheaper and returns
 them sorted; an absolute threshold depends on the keys' scale, so relative modes are offered too.
+
+Input checks. C must be a non-empty, finite, symmetric and positive semi-definite (PSD) matrix:
+an indefinite one is not a covariance, and its negative directions (eigenvalue < 0 < threshold)
+would be kept by P as "null" although keys do use them. Eigenvalues of a PSD matrix computed in
+floating point may come out slightly negative, so C is accepted when
+
+    λ_min ≥ −tol · max(1, λ_max),   tol = max(PSD_RTOL, sqrt(d) · eps),
+
+with PSD_RTOL = 1e-8 and eps the machine epsilon of the lower precision among C's dtype and the
+working `dtype` (float64 throughout: tol = 1e-8; a float32 C or float32 eigh: tol ≈ 1.2e-7 · sqrt(d),
+above the ~3e-7 · λ_max measured for rank-deficient float32 covariances of d ≤ 1024). The check
+reuses the eigenvalues P needs anyway, so it costs O(d).
 """
 from __future__ import annotations
 
@@ -26,6 +38,8 @@ import torch
 from ._checks import as_matrix, check_finite, check_square_symmetric
 
 MODES = ("absolute", "relative", "energy", "rank")
+#: Relative tolerance of the PSD check in float64 (module docstring).
+PSD_RTOL = 1e-8
 
 
 @dataclass
@@ -93,6 +107,26 @@ def _check_threshold(mode: str, threshold: float, d: int) -> None:
         raise ValueError(f"rank threshold must be an integer in [0, {d}] (the number of directions to keep), got {threshold}")
 
 
+def psd_tolerance(d: int, *dtypes: torch.dtype) -> float:
+    """Relative tolerance of the PSD check: max(PSD_RTOL, sqrt(d) · eps of the lowest precision in `dtypes`)."""
+    eps = max(torch.finfo(t).eps for t in dtypes)
+    return max(PSD_RTOL, math.sqrt(d) * eps)
+
+
+def _check_psd(lam: torch.Tensor, rtol: float) -> None:
+    """Raise a ValueError unless the ascending eigenvalues `lam` are those of a PSD matrix (within `rtol`)."""
+    lo, hi = float(lam[0]), float(lam[-1])
+    allowed = rtol * max(1.0, hi)
+    if lo < -allowed:
+        n_neg = int((lam < -allowed).sum())
+        raise ValueError(
+            f"the covariance is not positive semi-definite, so it is not a covariance K Kᵀ/n: its smallest "
+            f"eigenvalue is {lo:.4g} ({n_neg} below −{allowed:.2g} = −{rtol:.2g}·max(1, λ_max), "
+            f"λ_max = {hi:.4g}), and P would treat such negative directions as free to edit ('null'). Such "
+            "matrices come from a subtraction (C1 − C2, E[kkᵀ] − μμᵀ) or from accumulating in "
+            "float16/bfloat16; recompute C from the keys in float64, e.g. SecondMoment.from_keys(K0).cov")
+
+
 def _kept_count(lam: torch.Tensor, mode: str, threshold: float) -> tuple[int, float]:
     """Number of smallest eigenvalues to keep, and the eigenvalue cutoff that implies."""
     d = lam.numel()
@@ -133,11 +167,21 @@ def null_space_projector(cov: torch.Tensor, threshold: float = 2e-2, mode: str =
     direction is kept (P = I constrains nothing). `route`: "full" (one torch eigh), "subset"
     (eigenvalues, then only the kept eigenvectors via SciPy), "auto" (subset on the CPU for
     d ≥ 512 when at most half the directions are kept). Default "full".
+
+    Raises ValueError for an empty (0×0), non-finite, non-symmetric or indefinite C (the PSD
+    tolerance is in the module docstring) and for a `dtype` other than float32/float64.
     """
     c = as_matrix("covariance", cov)
+    if c.numel() == 0:
+        raise ValueError(f"the covariance is empty (shape {tuple(c.shape)}): the key dimension d is 0; build it from "
+                         "keys of shape (d, n) with d ≥ 1 and n ≥ 1, e.g. SecondMoment.from_keys(K0).cov")
+    if dtype not in (torch.float32, torch.float64):
+        raise ValueError(f"dtype must be torch.float64 (the default) or torch.float32 for the eigendecomposition, "
+                         f"got {dtype}; half precision cannot resolve the small eigenvalues that define the null space")
     check_finite("covariance", c)
     check_square_symmetric("covariance", c)
     _check_threshold(mode, threshold, c.shape[0])  # fail fast, before an O(d³) eigh
+    psd_rtol = psd_tolerance(c.shape[0], c.dtype, dtype)
     c = c.to(dtype)
     work = c if c.device.type != "mps" else c.cpu()  # no float64 eigh on MPS
     work = (work + work.T) / 2
@@ -151,11 +195,13 @@ def null_space_projector(cov: torch.Tensor, threshold: float = 2e-2, mode: str =
     U = None
     if subset:
         lam = torch.linalg.eigvalsh(work)               # (d,) ascending
+        _check_psd(lam, psd_rtol)
         r, cut = _kept_count(lam, mode, threshold)
         if route == "auto" and not 0 < r <= d // 2:
             subset = False
     if not subset:
         lam, U = torch.linalg.eigh(work)                # ascending eigenvalues, (d,), (d, d)
+        _check_psd(lam, psd_rtol)
         r, cut = _kept_count(lam, mode, threshold)
     if r == 0 and not allow_empty:
         raise ValueError(
@@ -183,4 +229,7 @@ def null_space_projector(cov: torch.Tensor, threshold: float = 2e-2, mode: str =
 def projector_from_keys(K0: torch.Tensor, **kwargs) -> Projector:
     """Convenience: P from a key matrix with keys as columns `(d, n)`, using C = K0 K0ᵀ / n."""
     K0 = as_matrix("K0", K0).to(torch.float64)
+    if K0.shape[1] == 0:
+        raise ValueError(f"K0 has no keys (shape {tuple(K0.shape)}); pass the preserved keys as columns, shape (d, n) "
+                         "with n ≥ 1")
     return null_space_projector(K0 @ K0.T / K0.shape[1], **kwargs)

@@ -2,11 +2,40 @@
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 PROJECT_ROOT = PACKAGE_DIR.parent
-DATA_DIR = PROJECT_ROOT / "data"
+
+
+def shipped_data_dir() -> Path:
+    """The data the kit ships (tiny world, subword world, requests).
+
+    In a checkout: ``data/`` beside the package. Installed from a wheel: the folder the wheel
+    filled, ``<prefix>/share/alphaedit-lite/data`` (found through the installed distribution's
+    file list, so ``pip install --prefix`` works too). ``$ALPHAEDIT_SHIPPED_DATA`` overrides both.
+    """
+    env = os.environ.get("ALPHAEDIT_SHIPPED_DATA")
+    if env:
+        return Path(env)
+    here = PROJECT_ROOT / "data"
+    if (here / "tiny_world").is_dir():
+        return here
+    try:
+        from importlib.metadata import PackageNotFoundError, distribution
+
+        files = distribution("alphaedit-lite").files or []
+        for f in files:
+            parts = Path(str(f)).parts
+            if "share" in parts and parts[-2:] == ("tiny_world", "config.json"):
+                return Path(f.locate()).resolve().parent.parent
+    except (ImportError, PackageNotFoundError):
+        pass
+    return Path(sys.prefix) / "share" / "alphaedit-lite" / "data"
+
+
+DATA_DIR = shipped_data_dir()
 
 
 def shared_data_dir() -> Path | None:

@@ -68,7 +68,11 @@ def _metric_panels(data: dict) -> list[tuple[str, str]]:
 
 
 def _norm_total(r) -> float:
-    return math.sqrt(sum(v ** 2 for k, v in r.items() if k.startswith("update_norm/")))
+    """‖W − W₀‖ over the edited layers; NaN when a layer's norm was not finite (stored as null)."""
+    vals = [v for k, v in r.items() if k.startswith("update_norm/")]
+    if any(v is None for v in vals):
+        return float("nan")
+    return math.sqrt(sum(v ** 2 for v in vals))
 
 
 def _x_range(data: dict) -> tuple[float, float] | None:
@@ -182,9 +186,10 @@ def write_runs_html(runs: dict, path, title: str = "") -> Path:
 def summary_table(runs: dict) -> str:
     """A Markdown table like the paper's Table 1: the last evaluated step of each run."""
     loaded = {name: load_run(d) for name, d in runs.items()}
-    extra = [k for k, _ in (("unedited_acc", 0), ("untouched_acc", 0))
+    extra = [k for k, _ in (("unedited_acc", 0), ("untouched_acc", 0), ("perplexity_ratio", 0))
              if any(k in r for run in loaded.values() for r in run["metrics"])]
-    names = {"unedited_acc": "Unedited facts (%)", "untouched_acc": "Untouched subjects (%)"}
+    names = {"unedited_acc": "Unedited facts (%)", "untouched_acc": "Untouched subjects (%)",
+             "perplexity_ratio": "Background perplexity ÷ unedited"}
     head = ["method", "edits", "Eff.", "Gen.", "Spe.", "Flu.", *[names[k] for k in extra],
             "drift (last edited layer)", "drift (final)", "‖W − W₀‖", "time (s)"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
@@ -200,9 +205,41 @@ def summary_table(runs: dict) -> str:
             return "–" if v is None or _isnan(v) else fmt.format(v)
         lines.append("| " + " | ".join([
             name, str(r["edits"]), f(r.get("efficacy")), f(r.get("generalization")), f(r.get("specificity")),
-            f(r.get("fluency")), *[f(r.get(k)) for k in extra], f(last_layer, "{:.2e}"), f(r.get("drift/final"), "{:.2e}"),
+            f(r.get("fluency")), *[f(r.get(k), "{:.3f}" if k == "perplexity_ratio" else "{:.1f}") for k in extra],
+            f(last_layer, "{:.2e}"), f(r.get("drift/final"), "{:.2e}"),
             f(_norm_total(r), "{:.3g}"), f(r.get("seconds"), "{:.0f}")]) + " |")
     return "\n".join(lines)
+
+
+#: the figures of summary.json, per method (issue 13's list)
+SUMMARY_KEYS = ("efficacy", "generalization", "specificity", "unedited_acc", "perplexity_ratio",
+                "drift_last_edited_layer", "drift_final", "seconds")
+
+
+def final_figures(run_dir) -> dict:
+    """The last evaluated step of a run folder as {key: value} with the keys of :data:`SUMMARY_KEYS`
+    (None where the run did not measure it) plus ``edits``."""
+    rows = load_run(run_dir)["metrics"]
+    if not rows:
+        raise ValueError(f"{run_dir} has no metrics yet; finish (or --resume) the run first")
+    r = rows[-1]
+    dk = [k for k in _drift_keys(rows) if not k.endswith("final")]
+    out = {k: r.get(k) for k in SUMMARY_KEYS}
+    out["drift_last_edited_layer"] = r.get(dk[-1]) if dk else None
+    out["drift_final"] = r.get("drift/final")
+    out["edits"] = r.get("edits")
+    return {k: (None if _isnan(v) else v) for k, v in out.items()}
+
+
+def summary_json(runs: dict, unedited: dict | None = None) -> dict:
+    """``{"methods": {"unedited": {...}, label: {...}, ...}}``: each run's final figures (see
+    :func:`final_figures`); ``unedited`` is the unedited model's row (the same evaluation before any edit)."""
+    methods = {}
+    if unedited is not None:
+        methods["unedited"] = {k: unedited.get(k) for k in SUMMARY_KEYS}
+    for name, d in runs.items():
+        methods[name] = final_figures(d)
+    return {"methods": methods}
 
 
 def plot_embedding_png(runs: dict, path, key="final", method: str = "pca", step: int | None = None) -> Path:

@@ -29,6 +29,54 @@ Loaders (all return a ``RequestList``, a list with a ``.skipped`` report of reco
 Any function that takes requests accepts ``EditRequest`` objects or plain ROME-style dicts;
 ``as_request(x)`` normalises one.
 
+Record formats ``as_request`` and ``load_requests`` read (``load_counterfact`` reads the first and
+third, ``load_zsre`` MEND's zsRE records and the third):
+
+- CounterFact/ROME: ``{"case_id", "requested_rewrite": {"prompt", "subject", "target_new": {"str"},
+  "target_true": {"str"}, "relation_id"}, "paraphrase_prompts", "neighborhood_prompts",
+  "generation_prompts"}``, plus the kit's ``neighborhood_targets`` (zsRE-style answers).
+- The kit's flat edit dict: the ``EditRequest`` field names (``target_new``/``target_true`` a
+  string or ``{"str": ...}``).
+- EasyEdit's flat records (the toolkit's CounterFact and zsRE edit files), mapped to the closest
+  ``EditRequest`` fields:
+
+  ============================  ====================================================================
+  EasyEdit key                  ``EditRequest`` field
+  ============================  ====================================================================
+  ``prompt``                    ``prompt``: the full sentence with the first occurrence of
+                                ``subject`` replaced by ``"{}"`` (a prompt that already has ``{}`` is
+                                kept as is)
+  ``subject``                   ``subject``
+  ``target_new``                ``target_new``
+  ``ground_truth``              ``target_true`` (a list, as in some zsRE files, gives its first
+                                answer)
+  ``rephrase_prompt``           ``paraphrase_prompts`` (a string or a list of strings)
+  ``locality_prompt``           ``neighborhood_prompts`` (a string or a list of strings)
+  ``locality_ground_truth``     one answer per locality prompt. When every answer equals
+                                ``ground_truth`` (EasyEdit's CounterFact: neighbours share the true
+                                object) the request keeps CounterFact semantics and
+                                ``neighborhood_targets`` stays ``None``; otherwise (zsRE: unrelated
+                                questions) the answers go to ``neighborhood_targets``.
+  ``case_id``                   ``case_id``
+  ============================  ====================================================================
+
+  A record is read as EasyEdit's when it has no ``requested_rewrite`` and holds one of
+  ``ground_truth``, ``rephrase_prompt``, ``locality_prompt`` or ``locality_ground_truth``;
+  ``locality_prompt`` needs ``locality_ground_truth`` (and the other way round).
+
+Unknown keys. A key that the record's format does not define raises ``UnknownKeysError`` (a
+``ValueError``) that lists the keys, suggests close spellings (``target_ture`` ->
+``target_true``) and names the record and file: a misspelt field must not be dropped silently.
+The loaders raise it even with ``on_error="skip"`` (it is a problem of the file's format, not of
+one record). The extra keys of the public datasets are accepted by name and ignored:
+CounterFact's ``pararel_idx``, ``attribute_prompts`` and ``portability`` (the shared subset's
+extra field) and the targets' Wikidata ``id``; zsRE's ``pred``, ``cond`` and ``portability``.
+``unknown_keys="ignore"`` (an argument of ``as_request``, ``as_requests``, ``load_requests``,
+``load_counterfact`` and ``load_zsre``) drops any other key on purpose.
+
+A file that is not valid JSON (e.g. truncated by an interrupted download) raises a
+``ValueError`` naming the file and the position of the fault.
+
 ``edited_neighbours(requests)`` lists the neighbourhood prompts that mention a subject edited by
 another request of the same list and relation: after a sequential run such a prompt has changed on
 purpose, so it would count an intended edit as a Specificity failure. The shipped set has none;
@@ -37,11 +85,12 @@ the sequential runner warns when a user's set has some.
 from __future__ import annotations
 
 import contextvars
+import difflib
 import json
 import os
 import urllib.request
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
@@ -52,6 +101,7 @@ __all__ = [
     "KnownFact",
     "RequestList",
     "SkippedRecord",
+    "UnknownKeysError",
     "as_request",
     "as_requests",
     "load_counterfact",
@@ -287,10 +337,56 @@ class RequestList(list):
 # ----------------------------------------------------------------------------------------------
 # Normalising plain dicts
 # ----------------------------------------------------------------------------------------------
-def _target_str(value: Any, name: str, where: str) -> str | None:
+UNKNOWN_KEYS_MODES = ("error", "ignore")
+
+# The keys each record format defines (module docstring). ``*_IGNORED``: extra keys of the public
+# datasets, accepted by name and not used.
+_FLAT_KEYS = frozenset(f.name for f in fields(EditRequest))
+_COUNTERFACT_KEYS = frozenset({"case_id", "requested_rewrite", "paraphrase_prompts", "neighborhood_prompts",
+                               "generation_prompts", "neighborhood_targets", "relation_id"})
+_COUNTERFACT_IGNORED = frozenset({"pararel_idx", "attribute_prompts", "portability"})
+_REWRITE_KEYS = frozenset({"prompt", "subject", "target_new", "target_true", "relation_id"})
+_TARGET_KEYS, _TARGET_IGNORED = frozenset({"str"}), frozenset({"id"})
+_EASYEDIT_KEYS = frozenset({"case_id", "prompt", "subject", "target_new", "ground_truth", "rephrase_prompt",
+                            "locality_prompt", "locality_ground_truth"})
+_EASYEDIT_MARKERS = ("ground_truth", "rephrase_prompt", "locality_prompt", "locality_ground_truth")
+_ZSRE_KEYS = frozenset({"case_id", "subject", "src", "alt", "answers", "rephrase", "loc", "loc_ans"})
+_ZSRE_IGNORED = frozenset({"pred", "cond", "portability"})
+
+
+class UnknownKeysError(ValueError):
+    """A record holds keys that its format does not define (a misspelt field, another format)."""
+
+
+def _check_unknown_keys_mode(unknown_keys: Any) -> None:
+    if unknown_keys not in UNKNOWN_KEYS_MODES:
+        raise ValueError(f"unknown_keys must be 'error' (the default) or 'ignore', got {unknown_keys!r}.")
+
+
+def _check_keys(d: dict, known: frozenset, ignored: frozenset, what: str, where: str, unknown_keys: str) -> None:
+    """Raise ``UnknownKeysError`` for keys of ``d`` outside ``known`` and ``ignored`` (unless ignoring)."""
+    if unknown_keys == "ignore":
+        return
+    extra = sorted(str(k) for k in d if k not in known and k not in ignored)
+    if not extra:
+        return
+    guesses = [f"{k!r} -> {m[0]!r}" for k in extra if (m := difflib.get_close_matches(k, sorted(known), 1, 0.7))]
+    hint = f" Did you mean {', '.join(guesses)}?" if guesses else ""
+    raise UnknownKeysError(
+        f"{where}: unknown key(s) {extra} in {what}, which takes {sorted(known)}.{hint} Fix the key names, "
+        f"or pass unknown_keys='ignore' to drop such keys on purpose."
+    )
+
+
+def _is_easyedit(d: dict) -> bool:
+    return "requested_rewrite" not in d and any(k in d for k in _EASYEDIT_MARKERS)
+
+
+def _target_str(value: Any, name: str, where: str, unknown_keys: str = "error") -> str | None:
     if value is None:
         return None
     if isinstance(value, dict):
+        _check_keys(value, _TARGET_KEYS, _TARGET_IGNORED, name, where, unknown_keys)
         if "str" not in value:
             raise ValueError(f"{where}: {name} is a dict without a 'str' key ({value!r}); use {{'str': 'Rome'}}.")
         value = value["str"]
@@ -320,35 +416,49 @@ def _templated(prompt: Any, subject: Any, where: str) -> str:
     return prompt.replace(subject, _SLOT, 1)
 
 
-def _from_dict(d: dict, where: str) -> EditRequest:
+def _from_dict(d: dict, where: str, unknown_keys: str = "error") -> EditRequest:
     token = _WHERE.set(where)
     try:
-        return _from_dict_inner(d, where)
+        if "requested_rewrite" in d:
+            return _from_counterfact(d, where, unknown_keys)
+        if _is_easyedit(d):
+            return _from_easyedit(d, where, unknown_keys)
+        return _from_flat(d, where, unknown_keys)
     finally:
         _WHERE.reset(token)
 
 
-def _from_dict_inner(d: dict, where: str) -> EditRequest:
-    if "requested_rewrite" in d:  # CounterFact/ROME record
-        rw = d["requested_rewrite"]
-        if not isinstance(rw, dict):
-            raise TypeError(f"{where}: requested_rewrite must be a dict, got {type(rw).__name__}.")
-        missing = [k for k in ("prompt", "subject", "target_new") if k not in rw]
-        if missing:
-            raise ValueError(f"{where}: requested_rewrite lacks {missing}; CounterFact records need "
-                             f"prompt, subject and target_new.")
-        return EditRequest(
-            prompt=_templated(rw["prompt"], rw["subject"], where),
-            subject=rw["subject"],
-            target_new=_target_str(rw["target_new"], "target_new", where),
-            target_true=_target_str(rw.get("target_true"), "target_true", where),
-            paraphrase_prompts=d.get("paraphrase_prompts") or [],
-            neighborhood_prompts=d.get("neighborhood_prompts") or [],
-            generation_prompts=d.get("generation_prompts") or [],
-            neighborhood_targets=d.get("neighborhood_targets"),
-            case_id=d.get("case_id"),
-            relation_id=rw.get("relation_id", d.get("relation_id")),
-        )
+def _from_counterfact(d: dict, where: str, unknown_keys: str) -> EditRequest:
+    """A CounterFact/ROME record ``{"case_id", "requested_rewrite": {...}, "paraphrase_prompts", ...}``."""
+    _check_keys(d, _COUNTERFACT_KEYS, _COUNTERFACT_IGNORED, "a CounterFact record", where, unknown_keys)
+    rw = d["requested_rewrite"]
+    if not isinstance(rw, dict):
+        raise TypeError(f"{where}: requested_rewrite must be a dict, got {type(rw).__name__}.")
+    _check_keys(rw, _REWRITE_KEYS, frozenset(), "its requested_rewrite", where, unknown_keys)
+    missing = [k for k in ("prompt", "subject", "target_new") if k not in rw]
+    if missing:
+        raise ValueError(f"{where}: requested_rewrite lacks {missing}; CounterFact records need "
+                         f"prompt, subject and target_new.")
+    return EditRequest(
+        prompt=_templated(rw["prompt"], rw["subject"], where),
+        subject=rw["subject"],
+        target_new=_target_str(rw["target_new"], "target_new", where, unknown_keys),
+        target_true=_target_str(rw.get("target_true"), "target_true", where, unknown_keys),
+        paraphrase_prompts=d.get("paraphrase_prompts") or [],
+        neighborhood_prompts=d.get("neighborhood_prompts") or [],
+        generation_prompts=d.get("generation_prompts") or [],
+        neighborhood_targets=d.get("neighborhood_targets"),
+        case_id=d.get("case_id"),
+        relation_id=rw.get("relation_id", d.get("relation_id")),
+    )
+
+
+def _from_flat(d: dict, where: str, unknown_keys: str) -> EditRequest:
+    """The kit's flat edit dict: ``EditRequest``'s field names."""
+    if "src" in d and "alt" in d:
+        raise ValueError(f"{where}: this looks like a zsRE record of MEND's format ('src', 'alt', ...); "
+                         f"load its file with load_zsre(path).")
+    _check_keys(d, _FLAT_KEYS, frozenset(), "a flat edit dict", where, unknown_keys)
     missing = [k for k in ("prompt", "subject", "target_new") if k not in d]
     if missing:
         raise ValueError(
@@ -358,8 +468,8 @@ def _from_dict_inner(d: dict, where: str) -> EditRequest:
     return EditRequest(
         prompt=_templated(d["prompt"], d["subject"], where),
         subject=d["subject"],
-        target_new=_target_str(d["target_new"], "target_new", where),
-        target_true=_target_str(d.get("target_true"), "target_true", where),
+        target_new=_target_str(d["target_new"], "target_new", where, unknown_keys),
+        target_true=_target_str(d.get("target_true"), "target_true", where, unknown_keys),
         paraphrase_prompts=d.get("paraphrase_prompts") or [],
         neighborhood_prompts=d.get("neighborhood_prompts") or [],
         generation_prompts=d.get("generation_prompts") or [],
@@ -369,25 +479,90 @@ def _from_dict_inner(d: dict, where: str) -> EditRequest:
     )
 
 
-def as_request(x: EditRequest | dict, where: str | None = None) -> EditRequest:
+def _easyedit_strings(value: Any, key: str, where: str) -> list[str]:
+    """An EasyEdit text field (a string or a list of strings) as a list, trailing whitespace removed."""
+    if value is None:
+        return []
+    items = [value] if isinstance(value, str) else value
+    if not isinstance(items, list) or not all(isinstance(x, str) for x in items):
+        raise TypeError(f"{where}: {key} must be a string or a list of strings, got {value!r}.")
+    for i, x in enumerate(items):
+        if not x.strip():
+            name = key if isinstance(value, str) else f"{key}[{i}]"
+            raise ValueError(f"{where}: {name} is empty; write the text out or remove it.")
+    return [x.rstrip() for x in items]
+
+
+def _from_easyedit(d: dict, where: str, unknown_keys: str) -> EditRequest:
+    """An EasyEdit flat record, mapped as the module docstring's table says."""
+    _check_keys(d, _EASYEDIT_KEYS, frozenset(), "an EasyEdit record", where, unknown_keys)
+    missing = [k for k in ("prompt", "subject", "target_new") if d.get(k) is None]
+    if missing:
+        raise ValueError(f"{where}: the EasyEdit record lacks {missing}; it needs prompt (the sentence with the "
+                         f"subject written in), subject and target_new.")
+    prompt, subject = d["prompt"], d["subject"]
+    if not isinstance(prompt, str) or not isinstance(subject, str):
+        raise TypeError(f"{where}: prompt and subject must be strings, got "
+                        f"{type(prompt).__name__} and {type(subject).__name__}.")
+    if _SLOT not in prompt and subject.strip():       # an empty subject is reported by EditRequest
+        if subject not in prompt:
+            raise ValueError(f"{where}: the subject {subject!r} is not found in the prompt {prompt!r}; EasyEdit "
+                             f"records write the subject into the prompt — check both strings.")
+        prompt = prompt.replace(subject, _SLOT, 1)
+    ground_truth = d.get("ground_truth")
+    if isinstance(ground_truth, list):                 # some zsRE files list the accepted answers
+        if not ground_truth:
+            raise ValueError(f"{where}: ground_truth is an empty list; give the current answer or leave the key out.")
+        ground_truth = ground_truth[0]
+    target_true = _target_str(ground_truth, "ground_truth", where, unknown_keys)
+
+    loc_prompts = _easyedit_strings(d.get("locality_prompt"), "locality_prompt", where)
+    loc_answers = _easyedit_strings(d.get("locality_ground_truth"), "locality_ground_truth", where)
+    if bool(loc_prompts) != bool(loc_answers):
+        have, lack = (("locality_prompt", "locality_ground_truth") if loc_prompts
+                      else ("locality_ground_truth", "locality_prompt"))
+        raise ValueError(f"{where}: the EasyEdit record has {have} but no {lack}; give one answer per locality "
+                         f"prompt, or remove both keys.")
+    if len(loc_answers) != len(loc_prompts):
+        raise ValueError(f"{where}: {len(loc_answers)} locality_ground_truth answer(s) for {len(loc_prompts)} "
+                         f"locality_prompt(s); give one answer per prompt.")
+    # CounterFact's neighbours share the true object: keep its semantics (answer = target_true).
+    same_as_true = target_true is not None and all(
+        a.strip().casefold() == target_true.strip().casefold() for a in loc_answers)
+    return EditRequest(
+        prompt=prompt.rstrip(),
+        subject=subject,
+        target_new=_target_str(d["target_new"], "target_new", where, unknown_keys),
+        target_true=target_true,
+        paraphrase_prompts=_easyedit_strings(d.get("rephrase_prompt"), "rephrase_prompt", where),
+        neighborhood_prompts=loc_prompts,
+        neighborhood_targets=None if same_as_true or not loc_answers else loc_answers,
+        case_id=d.get("case_id"),
+    )
+
+
+def as_request(x: EditRequest | dict, where: str | None = None, unknown_keys: str = "error") -> EditRequest:
     """Normalise one request: an ``EditRequest`` (returned as is) or a ROME-style dict.
 
     Accepted dicts: the flat edit contract ``{"prompt": "{} was the founder of", "subject": "Steve
     Jobs", "target_new": {"str": "Microsoft"}}`` (``target_new`` may also be a plain string; a
-    prompt without ``{}`` is templated at the subject's only occurrence), or a full CounterFact
-    record with ``requested_rewrite``.
+    prompt without ``{}`` is templated at the subject's only occurrence), a full CounterFact
+    record with ``requested_rewrite``, or an EasyEdit flat record (module docstring). A key the
+    dict's format does not define raises ``UnknownKeysError``; ``unknown_keys="ignore"`` drops it.
     """
+    _check_unknown_keys_mode(unknown_keys)
     if isinstance(x, EditRequest):
         return x
     if isinstance(x, dict):
-        return _from_dict(x, where or f"request (case_id={x.get('case_id')})")
+        return _from_dict(x, where or f"request (case_id={x.get('case_id')})", unknown_keys)
     raise TypeError(
         f"a request must be an EditRequest or a ROME-style dict, got {type(x).__name__}; build one with "
         f"EditRequest(prompt='{{}} was born in', subject=..., target_new=...)."
     )
 
 
-def as_requests(xs: EditRequest | dict | Iterable[EditRequest | dict]) -> list[EditRequest]:
+def as_requests(xs: EditRequest | dict | Iterable[EditRequest | dict],
+                unknown_keys: str = "error") -> list[EditRequest]:
     """Normalise a request or a sequence of them (errors name the position in the sequence)."""
     if isinstance(xs, (EditRequest, dict)):
         xs = [xs]
@@ -396,7 +571,7 @@ def as_requests(xs: EditRequest | dict | Iterable[EditRequest | dict]) -> list[E
     out = []
     for i, x in enumerate(xs):
         cid = x.case_id if isinstance(x, EditRequest) else (x.get("case_id") if isinstance(x, dict) else None)
-        out.append(as_request(x, where=f"request #{i} (case_id={cid})"))
+        out.append(as_request(x, where=f"request #{i} (case_id={cid})", unknown_keys=unknown_keys))
     return out
 
 
@@ -438,8 +613,16 @@ def _resolve(path: str | os.PathLike | None, shared_rel: str, cache_name: str, u
 
 
 def _read_json_list(p: Path, what: str) -> list:
-    with open(p, encoding="utf-8") as f:
-        data = json.load(f)
+    try:
+        with open(p, encoding="utf-8") as f:
+            data = json.load(f)
+    except json.JSONDecodeError as e:
+        raise ValueError(
+            f"{what}: {p} is not valid JSON ({e.msg} at line {e.lineno}, column {e.colno}); the file may be "
+            f"truncated (an interrupted download or copy) or hand-edited: write or download it again, or fix it."
+        ) from e
+    except UnicodeDecodeError as e:
+        raise ValueError(f"{what}: {p} is not UTF-8 text ({e}); is it a JSON file? Save it as UTF-8 JSON.") from e
     if isinstance(data, dict) and "requests" in data:
         data = data["requests"]
     if not isinstance(data, list):
@@ -453,6 +636,11 @@ def _check_limit(limit: int | None) -> None:
 
 
 def _collect(records: list, convert, what: str, limit: int | None, on_error: str, source: Path) -> RequestList:
+    """Convert each record with ``convert(rec, i, where)``; skip or raise on invalid ones.
+
+    ``UnknownKeysError`` is raised whatever ``on_error`` says: unknown keys are a problem of the
+    file's format, and skipping would drop every record of a file in another format.
+    """
     if on_error not in ("skip", "raise"):
         raise ValueError(f"on_error must be 'skip' or 'raise', got {on_error!r}.")
     out: list[EditRequest] = []
@@ -461,12 +649,12 @@ def _collect(records: list, convert, what: str, limit: int | None, on_error: str
         if limit is not None and len(out) >= limit:
             break
         cid = rec.get("case_id", i) if isinstance(rec, dict) else i
-        where = f"{what} record #{i} (case_id={cid})"
+        where = f"{what} record #{i} (case_id={cid}) in {source}"
         token = _WHERE.set(where)
         try:
             out.append(convert(rec, i, where))
         except (ValueError, TypeError, KeyError) as e:
-            if on_error == "raise":
+            if on_error == "raise" or isinstance(e, UnknownKeysError):
                 raise
             skipped.append(SkippedRecord(i, cid, str(e)))
         finally:
@@ -484,29 +672,32 @@ def _collect(records: list, convert, what: str, limit: int | None, on_error: str
 # Loaders
 # ----------------------------------------------------------------------------------------------
 def load_counterfact(path: str | os.PathLike | None = None, limit: int | None = None,
-                     on_error: str = "skip") -> RequestList:
-    """Load CounterFact (ROME format) as ``EditRequest``s.
+                     on_error: str = "skip", unknown_keys: str = "error") -> RequestList:
+    """Load CounterFact (ROME format, or EasyEdit's flat records) as ``EditRequest``s.
 
     ``path=None`` looks for ``counterfact/counterfact_1031.json`` in the shared data folder, then
     ``counterfact.json`` in the cache, then downloads the full set (21,919 records) from the ROME
-    site when online. ``attribute_prompts`` and the extra ``portability`` field are ignored.
-    ``limit`` keeps the first ``limit`` valid records. Invalid records are skipped and listed in
-    ``.skipped`` (``on_error="raise"`` raises instead).
+    site when online. ``pararel_idx``, ``attribute_prompts`` and the extra ``portability`` field
+    are ignored; any other key the format does not define raises ``UnknownKeysError``
+    (``unknown_keys="ignore"`` drops it). ``limit`` keeps the first ``limit`` valid records.
+    Invalid records are skipped and listed in ``.skipped`` (``on_error="raise"`` raises instead).
     """
     _check_limit(limit)
+    _check_unknown_keys_mode(unknown_keys)
     p = _resolve(path, "counterfact/counterfact_1031.json", "counterfact.json", COUNTERFACT_URL, "CounterFact")
     records = _read_json_list(p, "CounterFact")
 
     def convert(rec, i, where):
-        if not isinstance(rec, dict) or "requested_rewrite" not in rec:
-            raise ValueError(f"{where}: not a CounterFact record (no 'requested_rewrite').")
-        return _from_dict(rec, where)
+        if not isinstance(rec, dict) or not ("requested_rewrite" in rec or _is_easyedit(rec)):
+            raise ValueError(f"{where}: not a CounterFact record (no 'requested_rewrite', and not an EasyEdit "
+                             f"record with 'ground_truth').")
+        return _from_dict(rec, where, unknown_keys)
 
     return _collect(records, convert, "CounterFact", limit, on_error, p)
 
 
 def load_zsre(path: str | os.PathLike | None = None, limit: int | None = None,
-              on_error: str = "skip", new_target: str = "alt") -> RequestList:
+              on_error: str = "skip", new_target: str = "alt", unknown_keys: str = "error") -> RequestList:
     """Load zsRE question edits (MEND format) as ``EditRequest``s.
 
     Each record's question ``src`` contains its ``subject``; the prompt is ``src`` with that
@@ -516,9 +707,13 @@ def load_zsre(path: str | os.PathLike | None = None, limit: int | None = None,
     MEMIT's ``dsets/zsre.py``: ``target_new = answers[0]``, ``target_true = None``, nothing skipped.
     ``rephrase`` is the paraphrase; ``loc`` (an unrelated Natural Questions question, ``"?"``
     appended as MEMIT does) with ``loc_ans`` is the neighbourhood prompt and its answer
-    (``neighborhood_targets``). ``case_id`` is the record's index in the file.
+    (``neighborhood_targets``). ``case_id`` is the record's own ``case_id`` if it has one, else its
+    index in the file. ``pred``, ``cond`` and ``portability`` are ignored; any other unknown key
+    raises ``UnknownKeysError`` (``unknown_keys="ignore"`` drops it). EasyEdit's flat records
+    (``prompt``, ``target_new``, ``ground_truth``, ...) are read as ``as_request`` reads them.
     """
     _check_limit(limit)
+    _check_unknown_keys_mode(unknown_keys)
     if new_target not in ("alt", "answer"):
         raise ValueError(f"new_target must be 'alt' or 'answer', got {new_target!r}.")
     p = _resolve(path, "zsre/zsre_eval_1037.json", "zsre_mend_eval.json", ZSRE_URL, "zsRE")
@@ -527,6 +722,9 @@ def load_zsre(path: str | os.PathLike | None = None, limit: int | None = None,
     def convert(rec, i, where):
         if not isinstance(rec, dict):
             raise ValueError(f"{where}: not a zsRE record (a {type(rec).__name__}).")
+        if "src" not in rec and _is_easyedit(rec):
+            return _from_dict(rec, where, unknown_keys)
+        _check_keys(rec, _ZSRE_KEYS, _ZSRE_IGNORED, "a zsRE record", where, unknown_keys)
         missing = [k for k in ("subject", "src", "alt", "answers", "rephrase", "loc", "loc_ans") if k not in rec]
         if missing:
             raise ValueError(f"{where}: missing fields {missing}.")
@@ -550,7 +748,7 @@ def load_zsre(path: str | os.PathLike | None = None, limit: int | None = None,
             paraphrase_prompts=[rec["rephrase"].rstrip()] if rec["rephrase"].strip() else [],
             neighborhood_prompts=[loc],
             neighborhood_targets=[rec["loc_ans"]],
-            case_id=i,
+            case_id=rec.get("case_id", i),
             relation_id=None,
         )
 
@@ -573,14 +771,17 @@ def load_knowns(path: str | os.PathLike | None = None) -> list[KnownFact]:
     return out
 
 
-def load_requests(path: str | os.PathLike, limit: int | None = None) -> RequestList:
-    """Load one of the kit's request files (CounterFact-format records, or flat edit dicts).
+def load_requests(path: str | os.PathLike, limit: int | None = None, unknown_keys: str = "error") -> RequestList:
+    """Load one of the kit's request files (CounterFact-format records, flat edit dicts, or EasyEdit records).
 
     ``path`` may be a file path or the bare name of a shipped set, e.g. ``"smollm2_known_facts"``
     for ``data/requests/smollm2_known_facts.json``. Unlike the dataset loaders this raises on the
-    first invalid record: the kit's own files must be clean.
+    first invalid record: the kit's own files must be clean. A key a record's format does not
+    define raises ``UnknownKeysError`` naming the record and file; ``unknown_keys="ignore"`` drops
+    such keys instead (module docstring).
     """
     _check_limit(limit)
+    _check_unknown_keys_mode(unknown_keys)
     p = Path(path).expanduser()
     if not p.is_file():
         shipped = SHIPPED_REQUESTS_DIR / (p.name if p.suffix == ".json" else p.name + ".json")
@@ -589,8 +790,8 @@ def load_requests(path: str | os.PathLike, limit: int | None = None) -> RequestL
         else:
             names = sorted(q.stem for q in SHIPPED_REQUESTS_DIR.glob("*.json")) if SHIPPED_REQUESTS_DIR.is_dir() else []
             raise FileNotFoundError(f"no request file at {path}; shipped sets: {names}.")
-    records = _read_json_list(p, p.name)
-    return _collect(records, lambda rec, i, where: as_request(rec, where), p.name, limit, "raise", p)
+    records = _read_json_list(p, "request file")
+    return _collect(records, lambda rec, i, where: as_request(rec, where, unknown_keys), "request", limit, "raise", p)
 
 
 def save_requests(requests: Iterable[EditRequest | dict], path: str | os.PathLike) -> Path:

@@ -13,16 +13,26 @@ A run lives in a folder:
     baseline_hidden.pt    probe hidden states of the unedited model
     hidden/step_XXXXX.pt  probe hidden states at evaluated steps (for the drift plots)
 
+    checkpoint.sha256     SHA-256 of checkpoint.pt, to refuse a damaged checkpoint on resume
+    run.lock              PID and host of the process running the folder (only while it runs)
+
 Every file is written atomically (temp file, then rename), so killing a run at any moment leaves
-a folder `run_sequential(..., resume=True)` continues from: it truncates metrics written after
-the last checkpoint, restores weights, state and RNG, and ends with the same weights and metrics
-as a run that was never interrupted.
+a folder `run_sequential(..., resume=True)` continues from: it restores weights, state and RNG
+from checkpoint.pt, rebuilds metrics.jsonl from the copy of the rows kept in the checkpoint
+(warning about any line that was damaged or missing; rows written after the checkpoint are
+redone), and ends with the same weights and metrics as a run that was never interrupted.
+
+metrics.jsonl is strict JSON: NaN and ±inf are written as null (they read back as None).
 """
 from __future__ import annotations
 
 import dataclasses
+import errno
+import hashlib
 import json
+import math
 import os
+import socket
 import tempfile
 import time
 import warnings
@@ -88,32 +98,242 @@ def atomic_json_save(obj: Any, path: Path) -> None:
     _atomic_write_bytes(path, w)
 
 
+def _json_ready(value: Any) -> Any:
+    """`value` with NaN and ±inf replaced by None (in nested dicts and lists too): JSON has no NaN."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _json_ready(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_ready(v) for v in value]
+    return value
+
+
+def _metric_line(row: dict) -> str:
+    """One line of metrics.jsonl (strict JSON: `row` must already have gone through `_json_ready`)."""
+    return json.dumps(row, allow_nan=False) + "\n"
+
+
+def _metrics_text(rows: list[dict]) -> bytes:
+    """The whole of a metrics.jsonl holding `rows`."""
+    return "".join(_metric_line(r) for r in rows).encode("utf-8")
+
+
 def read_metrics(run_dir: str | os.PathLike) -> list[dict]:
-    """The metrics lines of a run folder (complete lines only)."""
-    p = Path(run_dir) / "metrics.jsonl"
-    if not p.exists():
+    """The rows of a run folder's metrics.jsonl, one dict per evaluated step ([] when there is none).
+
+    Metrics that were NaN or infinite are stored as null and read back as None. A last line
+    without its newline is a write cut short by a kill (or one still under way): it is left out
+    with a warning. Any other line that is not a JSON object raises ValueError naming the file and
+    the line: the file was damaged, and resuming the run rebuilds it from checkpoint.pt.
+    """
+    path = Path(run_dir) / "metrics.jsonl"
+    if not path.exists():
         return []
+    data = path.read_bytes()
+    lines = data.split(b"\n")       # a complete file ends with "\n", so its last item is b""
     rows = []
-    for line in p.read_text().splitlines():
-        line = line.strip()
-        if line:
-            try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError:
-                break  # a line cut by a kill: everything after it is not trusted
+    for number, raw in enumerate(lines, start=1):
+        if not raw.strip():
+            continue
+        try:
+            row = json.loads(raw.decode("utf-8"))
+        except ValueError:          # JSONDecodeError and UnicodeDecodeError are both ValueErrors
+            row = None
+        if isinstance(row, dict):
+            rows.append(row)
+        elif number == len(lines):  # the last line, and it has no newline: an unfinished write
+            warnings.warn(f"{path} line {number} is incomplete (a write cut short by a kill, or one still "
+                          "under way); it is left out. Resuming the run (--resume) redoes it.", stacklevel=2)
+        else:
+            raise ValueError(f"{path} line {number} is not a JSON object: the file was damaged. If the run "
+                             "folder has a checkpoint.pt, resume the run (run_sequential(..., resume=True) or "
+                             f"--resume) to rebuild metrics.jsonl from it; otherwise repair or delete line {number}.")
     return rows
 
 
 def _rewrite_metrics(rows: list[dict], path: Path) -> None:
-    text = "".join(json.dumps(r) + "\n" for r in rows)
-    _atomic_write_bytes(path, lambda tmp: Path(tmp).write_text(text))
+    text = _metrics_text(rows)
+    _atomic_write_bytes(path, lambda tmp: Path(tmp).write_bytes(text))
 
 
 def _append_metric(row: dict, path: Path) -> None:
     with open(path, "a") as f:
-        f.write(json.dumps(row) + "\n")
+        f.write(_metric_line(row))
         f.flush()
         os.fsync(f.fileno())
+
+
+def _line_numbers(numbers: list[int]) -> str:
+    """[3] -> 'line 3 was'; [1, 2] -> 'lines 1, 2 were' (for warnings about metrics.jsonl)."""
+    listed = ", ".join(str(n) for n in numbers)
+    return f"line {listed} was" if len(numbers) == 1 else f"lines {listed} were"
+
+
+def _warn_about_damaged_metrics(rows: list[dict], path: Path, ckpt_path: Path) -> None:
+    """Warn, naming the line numbers, about lines of metrics.jsonl that differ from the checkpoint's
+    copy of the rows (damaged) or are not there (missing). Lines after the checkpoint's rows are not
+    reported: they belong to batches after the checkpoint, which the resumed run redoes."""
+    expected = [_metric_line(r) for r in rows]
+    found = path.read_bytes().decode("utf-8", errors="replace").split("\n") if path.exists() else [""]
+    if found[-1] == "":     # the file ends with a newline (or is empty): no line after it
+        found.pop()
+    damaged = [i + 1 for i, line in enumerate(expected) if i < len(found) and found[i] != line[:-1]]
+    missing = list(range(len(found) + 1, len(expected) + 1))
+    problems = [f"{_line_numbers(damaged)} damaged"] if damaged else []
+    problems += [f"{_line_numbers(missing)} missing"] if missing else []
+    if problems:
+        warnings.warn(f"{path} {' and '.join(problems)}; rebuilt from {ckpt_path}", stacklevel=3)
+
+
+def _sha256_of_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _checksum_path(ckpt_path: Path) -> Path:
+    return ckpt_path.with_name("checkpoint.sha256")
+
+
+def _save_checkpoint(ck: dict, path: Path, sha256_on_disk: str | None) -> str:
+    """Write checkpoint.pt and its checkpoint.sha256 atomically; returns the new file's SHA-256.
+
+    checkpoint.sha256 is written just before checkpoint.pt is renamed into place, and names both
+    the new file's digest and `sha256_on_disk` (the checkpoint.pt it replaces), so a kill between
+    the two renames leaves a pair that still checks.
+    """
+    digest = ""
+
+    def write(tmp: str) -> None:
+        nonlocal digest
+        torch.save(ck, tmp)
+        digest = _sha256_of_file(Path(tmp))
+        atomic_json_save({"file": path.name, "sha256": digest, "previous_sha256": sha256_on_disk},
+                         _checksum_path(path))
+    _atomic_write_bytes(path, write)
+    return digest
+
+
+CHECKPOINT_KEYS = ("batches_done", "state", "rng", "weights", "metrics_lines", "seconds")
+
+
+def _load_checkpoint(path: Path) -> tuple[dict, str]:
+    """(checkpoint, its SHA-256) after checking it against checkpoint.sha256; a clear ValueError if damaged."""
+    run_dir, sums = path.parent, _checksum_path(path)
+    what_to_do = (f"Delete {path} and {sums} to restart this run from its first batch (resume=True / --resume "
+                  f"then starts over in the same folder), or delete the folder {run_dir} and start a new run.")
+    if path.stat().st_size == 0:
+        raise ValueError(f"cannot resume {run_dir}: {path} is empty (0 bytes), so the run's progress is lost. "
+                         + what_to_do)
+    digest = _sha256_of_file(path)
+    if sums.exists():
+        try:
+            recorded = json.loads(sums.read_text())
+            accepted = {recorded["sha256"], recorded.get("previous_sha256")}
+        except (ValueError, KeyError, TypeError) as e:
+            raise ValueError(f"cannot resume {run_dir}: {sums} cannot be read ({e}), so {path} cannot be "
+                             f"checked. If you trust {path}, delete only {sums} and resume again; otherwise "
+                             + what_to_do) from None
+        if digest not in accepted:
+            raise ValueError(f"cannot resume {run_dir}: {path} is damaged (checksum mismatch: its SHA-256 is "
+                             f"{digest[:16]}…, {sums.name} records {recorded['sha256'][:16]}…); it changed after "
+                             "it was written (truncated, overwritten, or copied incompletely). " + what_to_do)
+    else:
+        warnings.warn(f"{path} has no {sums.name} beside it (a folder written by an older alphaedit_lite?), so "
+                      "it cannot be checked for damage; it is loaded unchecked.", stacklevel=3)
+    try:
+        ck = torch.load(path, weights_only=False)
+    except Exception as e:  # torch raises RuntimeError, EOFError, UnpicklingError, ... for a damaged file
+        first_line = str(e).splitlines()[0] if str(e) else ""
+        raise ValueError(f"cannot resume {run_dir}: {path} cannot be read ({type(e).__name__}: {first_line}); it "
+                         "is truncated or damaged. " + what_to_do) from e
+    missing = [k for k in CHECKPOINT_KEYS if not (isinstance(ck, dict) and k in ck)]
+    if missing:
+        raise ValueError(f"cannot resume {run_dir}: {path} is not a run checkpoint (it lacks {missing}). "
+                         + what_to_do)
+    return ck, digest
+
+
+def _pid_alive(pid: int) -> bool:
+    """Whether process `pid` exists on this machine (signal 0 checks without sending anything)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:     # it exists, but belongs to another user
+        return True
+    return True
+
+
+_READ_ONLY_ERRNOS = (errno.EACCES, errno.EPERM, errno.EROFS)   # what creating a file in a read-only folder raises
+
+
+def _acquire_lock(run_dir: Path) -> Path | None:
+    """Create run_dir/run.lock holding this process's PID and host, so that no second run writes the folder.
+
+    Raises RuntimeError, naming the holder, when a live process holds the lock (or one on another
+    machine, which cannot be checked); takes over, with a warning, a lock left by a process of this
+    machine that no longer runs (a killed run). Returns None when the folder is read-only: then
+    nothing can be written there, and the caller must not try.
+    """
+    lock = run_dir / "run.lock"
+    me = {"pid": os.getpid(), "host": socket.gethostname(), "since": time.strftime("%Y-%m-%d %H:%M:%S")}
+    for _ in range(2):                              # a second try after removing a stale lock
+        try:
+            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
+            pass
+        except OSError as e:
+            if e.errno in _READ_ONLY_ERRNOS:
+                return None
+            raise
+        else:
+            with os.fdopen(fd, "w") as f:
+                json.dump(me, f)
+            return lock
+        try:
+            holder = json.loads(lock.read_text())
+            pid, host = int(holder["pid"]), str(holder["host"])
+            if pid <= 0:
+                raise ValueError(f"PID {pid} is not a process")
+        except FileNotFoundError:                   # released between our two calls: try again
+            continue
+        except (ValueError, KeyError, TypeError) as e:
+            raise RuntimeError(f"run folder {run_dir} has a lock file {lock} that cannot be read ({e}); another "
+                               f"run may be starting in it. If no run is using this folder, delete {lock} and "
+                               "try again.") from None
+        if host == me["host"] and not _pid_alive(pid):
+            try:                                    # (another process taking over at the same instant could
+                lock.unlink(missing_ok=True)        #  lose its fresh lock here: a window of microseconds)
+            except OSError as e:
+                if e.errno in _READ_ONLY_ERRNOS:    # a read-only folder: nobody can write it, no lock needed
+                    return None
+                raise
+            warnings.warn(f"taking over {lock}: process {pid} on this machine, which held it, is no longer running "
+                          "(a killed run?)", stacklevel=3)
+            continue
+        where = ("this machine" if host == me["host"]
+                 else f"{host} (another machine: whether it still runs cannot be checked from here)")
+        raise RuntimeError(f"run folder {run_dir} is in use by process {pid} on {where}, since "
+                           f"{holder.get('since', '?')} (lock file {lock}); two runs writing one folder would mix "
+                           f"their results. Wait for that run to end, or stop it; if no run is using this folder "
+                           f"any more, delete {lock}.")
+    raise RuntimeError(f"could not take the lock {lock} of run folder {run_dir}: other runs keep taking it; "
+                       "make sure only one run uses this folder, then try again")
+
+
+def _release_lock(lock: Path | None) -> None:
+    """Delete run.lock if it is still this process's (a user may have deleted it and another run taken it)."""
+    if lock is None:
+        return
+    try:
+        if json.loads(lock.read_text()).get("pid") == os.getpid():
+            lock.unlink()
+    except (OSError, ValueError):
+        pass
 
 
 def _even_sample(n: int, k: int | None) -> list[int]:
@@ -134,8 +354,6 @@ class RunResult:
 
 def weights_fingerprint(weights: dict[int, torch.Tensor]) -> str:
     """SHA-256 over the layers' weights (layer order, dtype and values): identifies the unedited model."""
-    import hashlib
-
     h = hashlib.sha256()
     for l in sorted(weights):
         w = weights[l].detach().to("cpu").contiguous()
@@ -161,6 +379,12 @@ def run_sequential(model, tok, requests, hparams, method: str, run_dir: str | os
     evaluated step (e.g. the tiny world's accuracy on every unedited fact).
     `stop_after_batches` ends the call early, as a kill would (for tests and demos of resume).
     The model is edited in place; the caller restores it (see `restore_original`).
+
+    `resume=True` continues the folder from checkpoint.pt (refused, with what to do, when the
+    checkpoint fails its checksum or cannot be read) and rebuilds metrics.jsonl from the rows kept
+    in the checkpoint, warning about damaged or missing lines. Resuming a finished run only reads
+    the folder, so it also works on a read-only copy. While it runs, run.lock keeps a second run
+    (another process, or another call) out of the folder.
     """
     run_dir = Path(run_dir)
     reqs = as_requests(requests)[: schedule.n_edits]
@@ -209,38 +433,57 @@ def run_sequential(model, tok, requests, hparams, method: str, run_dir: str | os
             raise ValueError(f"run folder {run_dir} is not empty: pass resume=True (--resume) to continue it, "
                              "or choose a new folder")
     run_dir.mkdir(parents=True, exist_ok=True)
-    if not settings_path.exists():
-        atomic_json_save(settings, settings_path)
+    lock = _acquire_lock(run_dir)    # None: a read-only folder, from which only a finished run can be resumed
 
-    # Probe hidden states of the unedited model: the reference for drift.
-    baseline = None
-    if probe_prompts:
-        base_path = run_dir / "baseline_hidden.pt"
-        if base_path.exists():
-            baseline = torch.load(base_path, weights_only=False)
-        else:
-            baseline = hidden_states(model, tok, probe_prompts, drift_layers)
-            atomic_torch_save(baseline, base_path)
-
-    rows: list[dict] = []
-    if resume and ckpt_path.exists():
-        ck = torch.load(ckpt_path, weights_only=False)
-        for l in layers:
-            set_rewrite_weight(model, l, ck["weights"][module_names[l]])
-        state, start_batch, elapsed_before = ck["state"], ck["batches_done"], ck["seconds"]
-        torch.set_rng_state(ck["rng"])
-        rows = read_metrics(run_dir)[: ck["metrics_lines"]]
-        _rewrite_metrics(rows, metrics_path)
-    elif metrics_path.exists():
-        metrics_path.unlink()  # a run killed before its first checkpoint starts over
+    def need_write(why: str) -> None:
+        if lock is None:
+            raise PermissionError(f"cannot continue {run_dir}: the folder is read-only and {why}; make it "
+                                  f"writable (chmod -R u+w {run_dir}) or resume a copy of it")
 
     bar = None
-    if progress:
-        from tqdm.auto import tqdm
-        bar = tqdm(total=schedule.n_batches, initial=start_batch, desc=f"{method} ×{schedule.n_edits}", unit="batch")
-    t0 = time.perf_counter()
-    n_evals = sum(1 for r in rows)
     try:
+        if not settings_path.exists():
+            need_write("settings.json must be written")
+            atomic_json_save(settings, settings_path)
+
+        # Probe hidden states of the unedited model: the reference for drift.
+        baseline = None
+        if probe_prompts:
+            base_path = run_dir / "baseline_hidden.pt"
+            if base_path.exists():
+                baseline = torch.load(base_path, weights_only=False)
+            else:
+                need_write("baseline_hidden.pt must be written")
+                baseline = hidden_states(model, tok, probe_prompts, drift_layers)
+                atomic_torch_save(baseline, base_path)
+
+        rows: list[dict] = []
+        ckpt_sha256 = None           # SHA-256 of the checkpoint.pt on disk (recorded beside the next one)
+        if resume and ckpt_path.exists():
+            ck, ckpt_sha256 = _load_checkpoint(ckpt_path)
+            for l in layers:
+                set_rewrite_weight(model, l, ck["weights"][module_names[l]])
+            state, start_batch, elapsed_before = ck["state"], ck["batches_done"], ck["seconds"]
+            torch.set_rng_state(ck["rng"])
+            rows = _checkpoint_rows(ck, run_dir)
+            on_disk = metrics_path.read_bytes() if metrics_path.exists() else b""
+            if on_disk != _metrics_text(rows):   # damaged, or holding rows of batches after the checkpoint
+                if "metrics_rows" in ck:         # (an older checkpoint took its rows from this very file)
+                    _warn_about_damaged_metrics(rows, metrics_path, ckpt_path)
+                need_write("metrics.jsonl must be rebuilt from checkpoint.pt")
+                _rewrite_metrics(rows, metrics_path)
+        elif metrics_path.exists():
+            need_write("metrics.jsonl of a run killed before its first checkpoint must be deleted")
+            metrics_path.unlink()  # a run killed before its first checkpoint starts over
+        if start_batch < schedule.n_batches and stop_after_batches != 0:
+            need_write(f"the run is not finished ({start_batch} of {schedule.n_batches} batches done)")
+
+        if progress:
+            from tqdm.auto import tqdm
+            bar = tqdm(total=schedule.n_batches, initial=start_batch, desc=f"{method} ×{schedule.n_edits}",
+                       unit="batch")
+        t0 = time.perf_counter()
+        n_evals = len(rows)
         for b in range(start_batch, schedule.n_batches):
             if stop_after_batches is not None and b - start_batch >= stop_after_batches:
                 break
@@ -273,24 +516,42 @@ def run_sequential(model, tok, requests, hparams, method: str, run_dir: str | os
                         atomic_torch_save(now, run_dir / "hidden" / f"step_{done:05d}.pt")
                 if extra_eval is not None:
                     row.update(extra_eval(model, tok))
+                row = _json_ready(row)       # NaN/inf -> None, here as in the file and the checkpoint
                 _append_metric(row, metrics_path)
                 rows.append(row)
                 n_evals += 1
                 if bar is not None:
-                    bar.set_postfix(eff=f"{row.get('efficacy', float('nan')):.0f}",
-                                    spec=f"{row.get('specificity', float('nan')):.0f}")
+                    shown = {k: "–" if row.get(k) is None else f"{row[k]:.0f}" for k in ("efficacy", "specificity")}
+                    bar.set_postfix(eff=shown["efficacy"], spec=shown["specificity"])
             if done % schedule.checkpoint_every == 0 or last:
-                atomic_torch_save({"batches_done": done, "state": state, "rng": torch.get_rng_state(),
-                                   "weights": {module_names[l]: get_rewrite_weight(model, l).clone() for l in layers},
-                                   "metrics_lines": len(rows), "seconds": elapsed_before + time.perf_counter() - t0},
-                                  ckpt_path)
+                ckpt_sha256 = _save_checkpoint(
+                    {"batches_done": done, "state": state, "rng": torch.get_rng_state(),
+                     "weights": {module_names[l]: get_rewrite_weight(model, l).clone() for l in layers},
+                     "metrics_lines": len(rows), "metrics_rows": rows,   # the rows, to rebuild metrics.jsonl
+                     "seconds": elapsed_before + time.perf_counter() - t0},
+                    ckpt_path, ckpt_sha256)
             if bar is not None:
                 bar.update(1)
     finally:
         if bar is not None:
             bar.close()
+        _release_lock(lock)
     return RunResult(run_dir=run_dir, metrics=rows, state=state, seconds=elapsed_before + time.perf_counter() - t0,
                      resumed_from=start_batch, settings=settings)
+
+
+def _checkpoint_rows(ck: dict, run_dir: Path) -> list[dict]:
+    """The metrics rows a checkpoint vouches for: its own copy, or (older checkpoints) metrics.jsonl's first lines."""
+    if "metrics_rows" in ck:
+        return ck["metrics_rows"]
+    n = ck["metrics_lines"]
+    rows = [_json_ready(r) for r in read_metrics(run_dir)[:n]]
+    if len(rows) < n:
+        raise ValueError(f"cannot resume {run_dir}: its checkpoint.pt counts {n} metrics rows but metrics.jsonl "
+                         f"holds only {len(rows)} complete ones, and this checkpoint (written by an older "
+                         "alphaedit_lite) keeps no copy of them to rebuild the rest. Restore metrics.jsonl from a "
+                         "backup, or delete checkpoint.pt to restart the run from its first batch.")
+    return rows
 
 
 def restore_original(model, run_or_weights, layers: list[int] | None = None) -> None:

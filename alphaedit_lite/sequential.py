@@ -22,6 +22,8 @@ from pathlib import Path
 from typing import Any, Callable
 
 TINY = "tiny-world"
+SUBWORD = "subword-world"
+WORLDS = (SUBWORD, TINY)
 PLUGIN_SUFFIX = "+P"
 
 __all__ = ["Setup", "prepare", "method_variant", "run_methods", "write_report", "add_sequential_parser",
@@ -41,6 +43,7 @@ class Setup:
     extra_eval: Callable | None = None      # (model, tok) -> dict of extra figures per evaluation
     world: Any = None
     load_seconds: float = 0.0
+    stats_fn: Callable | None = None        # layers -> {layer: SecondMoment} (the organisms' K0)
 
 
 def method_variant(label: str) -> tuple[str, bool]:
@@ -71,24 +74,40 @@ def prepare(model_name: str, n_edits: int, *, layers_hint=None, device: str | No
             progress: bool = True) -> Setup:
     """Load the model and everything a run on it needs (see the module docstring)."""
     t0 = time.perf_counter()
-    if model_name == TINY:
-        from .world import load_tiny_world
-        from .world.editing import unedited_accuracy, untouched_accuracy, world_probe_prompts, world_stats
+    if model_name in WORLDS:
+        import functools
 
-        model, tok, world = load_tiny_world(device=device)
+        from .world import load_subword_world, load_tiny_world
+        from .world.editing import (perplexity_ratio, subword_stats, unedited_accuracy, untouched_accuracy,
+                                    world_probe_prompts, world_stats)
+
+        if requests_path:
+            raise ValueError(f"--requests does not apply to {model_name}: its edits are its own records; "
+                             "leave --requests out, or choose another --model")
+        model, tok, world = (load_subword_world if model_name == SUBWORD else load_tiny_world)(device=device)
         if n_edits > len(world.records):
-            raise ValueError(f"the tiny world has {len(world.records)} records; ask for at most that many edits")
+            raise ValueError(f"the {model_name} organism has {len(world.records)} records; ask for at most that many edits")
         reqs = world.records[:n_edits]
-        stats = world_stats(model, tok, world, layers_hint, progress=progress) if layers_hint else None
+        stats_fn = functools.partial(subword_stats if model_name == SUBWORD else world_stats, model, tok, world,
+                                     progress=progress)
+        stats = stats_fn(layers_hint) if layers_hint else None
+        base_nll = None
+        if model_name == SUBWORD:
+            from .world.background import background_sentences
+            from .world.editing import HELDOUT_SENTENCES
+            from .world.subword import background_nll
+            base_nll = background_nll(model, tok, background_sentences(world, "heldout", HELDOUT_SENTENCES))
 
         def extra(m, t, _w=world, _r=reqs):
             out = {"unedited_acc": unedited_accuracy(m, t, _w, _r, k=eval_unedited)}
             untouched = untouched_accuracy(m, t, _w, _r, k=eval_unedited)
             if untouched is not None:
                 out["untouched_acc"] = untouched
+            if base_nll is not None:
+                out["perplexity_ratio"] = perplexity_ratio(m, t, _w, base_nll)
             return out
-        return Setup(TINY, model, tok, reqs, stats, world_probe_prompts(world, reqs, n_probes), extra, world,
-                     time.perf_counter() - t0)
+        return Setup(model_name, model, tok, reqs, stats, world_probe_prompts(world, reqs, n_probes), extra, world,
+                     time.perf_counter() - t0, stats_fn)
     from .models import load_model
     from .requests import load_counterfact, load_knowns, load_requests
 
@@ -108,8 +127,12 @@ def prepare(model_name: str, n_edits: int, *, layers_hint=None, device: str | No
 def run_methods(setup: Setup, labels: list[str], out: Path, *, n_edits: int, batch: int, eval_every: int = 1,
                 checkpoint_every: int = 1, eval_limit: int | None = 200, fluency_every: int = 0,
                 hidden_every: int = 1, fluency_limit: int | None = 20, resume: bool = False, overrides: dict | None = None,
-                stop_after_batches: int | None = None, progress: bool = True, log=print) -> dict[str, Path]:
-    """Run every method label into ``out/<label>/``; the model's weights are restored after each."""
+                stop_after_batches: int | None = None, progress: bool = True, log=print,
+                save_final: Path | None = None) -> dict[str, Path]:
+    """Run every method label into ``out/<label>/``; the model's weights are restored after each.
+
+    ``save_final``: also save each method's finally edited model as a transformers folder
+    ``save_final/<label>/`` (before the weights are restored; only for a finished run)."""
     from .runner import Schedule, restore_original, run_sequential
 
     sched = Schedule(n_edits=n_edits, batch_size=batch, eval_every=eval_every, fluency_every=fluency_every,
@@ -120,9 +143,8 @@ def run_methods(setup: Setup, labels: list[str], out: Path, *, n_edits: int, bat
         base, _ = method_variant(label)
         hp = hparams_for(label, setup.model_name, overrides)
         stats = setup.stats
-        if setup.world is not None and (stats is None or any(l not in stats for l in hp.layers)):
-            from .world.editing import world_stats
-            stats = world_stats(setup.model, setup.tok, setup.world, hp.layers)
+        if setup.stats_fn is not None and (stats is None or any(l not in stats for l in hp.layers)):
+            stats = setup.stats_fn(hp.layers)
         run_dir = out / label.replace("+", "_plus_")
         original = None
         from .models import get_rewrite_weight
@@ -133,18 +155,45 @@ def run_methods(setup: Setup, labels: list[str], out: Path, *, n_edits: int, bat
                                  probe_prompts=setup.probe_prompts or None, stats=stats, resume=resume,
                                  extra_eval=setup.extra_eval, stop_after_batches=stop_after_batches,
                                  progress=progress, model_name=setup.model_name)
+            finished = res.metrics and res.metrics[-1].get("edits") == n_edits
+            if save_final is not None and finished:
+                from .models import save_edited_model
+                where = save_edited_model(setup.model, setup.tok, Path(save_final) / run_dir.name,
+                                          {"method": label, "model": setup.model_name, "edits": n_edits,
+                                           "batch": batch, "run": str(run_dir), "layers": list(hp.layers)},
+                                          overwrite=True)
+                log(f"[{label}] edited model saved to {where}")
         finally:
             restore_original(setup.model, original)
         last = res.metrics[-1] if res.metrics else {}
         log(f"[{label}] done in {res.seconds:.0f} s: " + ", ".join(
-            f"{k} {last[k]:.1f}" for k in ("efficacy", "generalization", "specificity", "unedited_acc") if k in last))
+            f"{k} {last[k]:.1f}" for k in ("efficacy", "generalization", "specificity", "unedited_acc")
+            if last.get(k) is not None))
         dirs[label] = run_dir
     return dirs
 
 
-def write_report(runs: dict[str, Path], out: Path, title: str = "") -> dict[str, Path]:
-    """PNG + HTML curves, the PCA before/after view and summary.md; returns their paths."""
-    from .report import plot_embedding_png, plot_runs_png, summary_table, write_runs_html
+def evaluate_unedited(setup: Setup, eval_limit: int | None = 200) -> dict:
+    """The figures of an evaluation before any edit, on the sample a finished run evaluates last:
+    an even sample of at most ``eval_limit`` of the setup's requests, plus the setup's extra figures."""
+    from .evaluate import evaluate_requests
+    from .runner import _even_sample
+
+    t0 = time.perf_counter()
+    reqs = setup.requests
+    row = dict(evaluate_requests(setup.model, setup.tok, [reqs[i] for i in _even_sample(len(reqs), eval_limit)])["summary"])
+    if setup.extra_eval is not None:
+        row.update(setup.extra_eval(setup.model, setup.tok))
+    row.update(drift_last_edited_layer=0.0, drift_final=0.0, seconds=round(time.perf_counter() - t0, 1))
+    return row
+
+
+def write_report(runs: dict[str, Path], out: Path, title: str = "", unedited: dict | None = None) -> dict[str, Path]:
+    """PNG + HTML curves, the PCA before/after view, summary.md and summary.json; returns their paths.
+
+    ``unedited``: the unedited model's figures (:func:`evaluate_unedited`), written as the first row
+    of summary.json."""
+    from .report import plot_embedding_png, plot_runs_png, summary_json, summary_table, write_runs_html
 
     out.mkdir(parents=True, exist_ok=True)
     paths = {"curves_png": plot_runs_png(runs, out / "curves.png", title=title),
@@ -159,6 +208,9 @@ def write_report(runs: dict[str, Path], out: Path, title: str = "") -> dict[str,
                   "(neighbourhood), in %, on an even sample of the edits made so far; drift: relative change "
                   "of probe hidden states against the unedited model.\n")
     paths["summary_md"] = md
+    js = out / "summary.json"
+    js.write_text(json.dumps(summary_json(runs, unedited), indent=2, allow_nan=False) + "\n")
+    paths["summary_json"] = js
     return paths
 
 
@@ -169,16 +221,24 @@ DEMO_DEFAULTS = dict(model=TINY, methods=["MEMIT", "AlphaEdit"], edits=2000, bat
 
 
 def _parse_set(items: list[str] | None) -> dict:
+    """``--set KEY=VALUE`` options as {field: value}: VALUE is read as JSON (else kept as a string),
+    then checked against the field's declared type (:func:`alphaedit_lite.hparams.check_overrides`)
+    so that a bad value stops the command before the model loads."""
+    from .hparams import check_overrides
+
     out = {}
     for it in items or []:
-        if "=" not in it:
-            raise ValueError(f"--set takes KEY=VALUE (a JSON value), got {it!r}")
-        k, v = it.split("=", 1)
+        k, eq, v = it.partition("=")
+        k = k.strip()
+        if not eq or not k:
+            raise ValueError(f"--set takes KEY=VALUE (a JSON value), e.g. --set L2=10, got {it!r}")
+        if k in out:
+            raise ValueError(f"--set {k} is given twice ({out[k]!r} and {v!r}); keep one")
         try:
             out[k] = json.loads(v)
         except json.JSONDecodeError:
             out[k] = v
-    return out
+    return check_overrides(out, source="--set")
 
 
 def cmd_sequential(args: argparse.Namespace) -> int:
@@ -188,22 +248,33 @@ def cmd_sequential(args: argparse.Namespace) -> int:
     labels = [m for ms in args.method for m in ms.split(",")]
     for lab in labels:
         method_variant(lab)                       # fail fast on a bad name
+    for flag, v in (("--edits", args.edits), ("--batch", args.batch), ("--eval-every", args.eval_every),
+                    ("--checkpoint-every", args.checkpoint_every)):
+        if v < 1:
+            raise ValueError(f"{flag} must be at least 1, got {v}")
     overrides = _parse_set(args.set)
-    hp0 = hparams_for(labels[0], args.model, overrides)
+    # every method's hyper-parameters, overrides included, are checked before the model loads
+    hp0 = [hparams_for(lab, args.model, overrides) for lab in labels][0]
     out = Path(args.out or f"runs/{args.model}-{args.edits}x{args.batch}")
     print(f"alphaedit-lite sequential: {args.model}, {', '.join(labels)}, {args.edits} edits in batches of "
           f"{args.batch}, {n} CPU thread(s) -> {out}")
     setup = prepare(args.model, args.edits, layers_hint=hp0.layers, device=args.device,
                     requests_path=args.requests, n_probes=args.probes, progress=not args.quiet)
     t0 = time.perf_counter()
+    unedited = evaluate_unedited(setup, args.eval_limit) if args.model in WORLDS else None
     runs = run_methods(setup, labels, out, n_edits=args.edits, batch=args.batch, eval_every=args.eval_every,
                        checkpoint_every=args.checkpoint_every, eval_limit=args.eval_limit,
                        fluency_every=args.fluency_every, fluency_limit=args.fluency_limit, resume=args.resume, overrides=overrides,
-                       stop_after_batches=args.stop_after, progress=not args.quiet)
+                       stop_after_batches=args.stop_after, progress=not args.quiet,
+                       save_final=Path(args.save_final) if args.save_final else None)
     if args.stop_after is not None:
         print(f"stopped after {args.stop_after} batch(es) per method as asked; continue with --resume")
         return 0
-    paths = write_report(runs, out / "report", title=f"{args.model}: {args.edits} sequential edits, batch {args.batch}")
+    paths = write_report(runs, out / "report", title=f"{args.model}: {args.edits} sequential edits, batch {args.batch}",
+                         unedited=unedited)
+    if unedited is not None:
+        print("unedited model: " + ", ".join(f"{k} {unedited[k]:.3g}" for k in ("efficacy", "generalization",
+              "specificity", "unedited_acc", "perplexity_ratio") if unedited.get(k) is not None))
     print("\n" + (out / "report" / "summary.md").read_text())
     print(f"total {time.perf_counter() - t0:.0f} s. Report:")
     for k, p in paths.items():
@@ -213,7 +284,8 @@ def cmd_sequential(args: argparse.Namespace) -> int:
 
 def add_sequential_parser(sub) -> argparse.ArgumentParser:
     q = sub.add_parser("sequential", help="N sequential edits per method with checkpoints, drift and a report")
-    q.add_argument("--model", default=TINY, help=f"'{TINY}' (shipped) or a model name, e.g. smollm2-135m")
+    q.add_argument("--model", default=TINY, help=f"'{TINY}' or '{SUBWORD}' (shipped organisms) or a model "
+                                                "name, e.g. smollm2-135m")
     q.add_argument("--method", action="append", default=None,
                    help="method(s): MEMIT, AlphaEdit, PRUNE, RECT, FT, ROME; add '+P' for the projection plug-in "
                         "(MEMIT+P). Repeat or comma-separate. Default: MEMIT,AlphaEdit")
@@ -231,6 +303,8 @@ def add_sequential_parser(sub) -> argparse.ArgumentParser:
     q.add_argument("--requests", default=None, help="a JSON file of requests (default: the model's own records "
                                                    "or CounterFact from ../shared/data)")
     q.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a hyper-parameter (JSON value)")
+    q.add_argument("--save-final", default=None, metavar="DIR",
+                   help="also save each method's edited model as a transformers folder DIR/<method>/")
     q.add_argument("--stop-after", type=int, default=None, help=argparse.SUPPRESS)
     q.add_argument("--device", default=None, help="cpu, cuda, mps (default: the best available)")
     q.add_argument("--threads", type=int, default=None, help="CPU threads (default: cores left free)")
@@ -246,16 +320,19 @@ def _sequential_with_defaults(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    """`make demo`: the tiny world, MEMIT and AlphaEdit, DEMO_DEFAULTS edits; resumes a finished/killed demo."""
-    ns = argparse.Namespace(model=TINY, method=[",".join(DEMO_DEFAULTS["methods"])], edits=args.edits,
+    """`make demo`: the subword world (or --model tiny-world), MEMIT and AlphaEdit; resumes a finished/killed demo."""
+    ns = argparse.Namespace(model=args.model, method=[",".join(DEMO_DEFAULTS["methods"])], edits=args.edits,
                             batch=args.batch, out=args.out, resume=True, eval_every=1, checkpoint_every=1,
-                            eval_limit=200, fluency_every=0, fluency_limit=20, probes=300, requests=None, set=None, stop_after=None,
+                            eval_limit=200, fluency_every=0, fluency_limit=20, probes=300, requests=None, set=None, stop_after=None, save_final=None,
                             device=args.device, threads=args.threads, quiet=args.quiet)
-    print("alphaedit-lite demo: sequential editing of the tiny world with MEMIT and AlphaEdit\n")
+    print(f"alphaedit-lite demo: sequential editing of the {args.model} organism with MEMIT and AlphaEdit\n")
     return cmd_sequential(ns)
 
 
 def add_demo_flags(q) -> None:
+    q.add_argument("--model", default=DEMO_DEFAULTS["model"], choices=list(WORLDS),
+                   help=f"the organism (default {DEMO_DEFAULTS['model']}; {SUBWORD} is the second design, see "
+                        "data/subword_world/README.md)")
     q.add_argument("--edits", type=int, default=DEMO_DEFAULTS["edits"], help="sequential edits per method")
     q.add_argument("--batch", type=int, default=DEMO_DEFAULTS["batch"], help="edits per batch")
     q.add_argument("--out", default=DEMO_DEFAULTS["out"], help="output folder (an existing demo is resumed)")

@@ -15,6 +15,18 @@ It satisfies Δ = Δ P exactly: with Q = I − P, M = (Kp Kpᵀ + K1 K1ᵀ) P + 
 
 Both are computed with a linear solve of the transposed system (never an explicit inverse):
 Δ M = B  ⇔  Mᵀ Δᵀ = Bᵀ.
+
+Input checks (`_prepare` and `_square`): shapes, finite values, a working `dtype` of float32 or
+float64 (half precision cannot carry the solve), and for AlphaEdit that P is an orthogonal
+projector, Pᵀ = P and P P = P. P is probed with k = 4 random vectors X (d, k) instead of forming
+P P (O(k d²) rather than the O(d³) of the solve): it is accepted when
+    ‖P(PX) − PX‖_F ≤ tol ‖X‖_F   and   ‖PᵀX − PX‖_F ≤ tol ‖X‖_F,
+tol = max(1e-5, sqrt(eps)) with eps that of the lower precision among P's dtype and `dtype`
+(float64: 1e-5, float32: 3.5e-4; a P computed in float32 and cast to float64 measures ~1e-6 at
+d = 1024, one in float64 ~1e-15). For Gaussian X the left sides are about ‖P P − P‖_F / sqrt(d)
+and ‖Pᵀ − P‖_F / sqrt(d) times ‖X‖_F, so this catches any matrix that is not a projector beyond
+rounding (C0 itself, an oblique projector, an un-normalised basis product); a defect confined to
+a single direction and smaller than tol · sqrt(d) could pass.
 """
 from __future__ import annotations
 
@@ -25,7 +37,17 @@ import torch
 from ._checks import as_matrix, check_finite, check_same
 
 
+SOLVE_DTYPES = (torch.float32, torch.float64)
+PROJECTOR_PROBES = 4
+
+
 def _prepare(R, K1, dtype):
+    """Checked R (d_out, u) and K1 (d_in, u) in the working `dtype` (float32 or float64)."""
+    if dtype not in SOLVE_DTYPES:
+        raise ValueError(
+            f"dtype must be torch.float64 (the default) or torch.float32, got {dtype!r}; half precision keeps "
+            "about 3 digits, fewer than the condition number of these systems leaves (and has no LU solve on "
+            "the CPU). The inputs may be half precision: keep dtype=float64 and cast Δ afterwards with .to(...)")
     R = as_matrix("R (residuals V1 − W K1, shape (d_out, u))", R)
     K1 = as_matrix("K1 (new keys as columns, shape (d_in, u))", K1)
     check_same("R and K1", "R's number of columns (edits)", R.shape[1], "K1's number of columns (edits)", K1.shape[1])
@@ -80,14 +102,37 @@ def _solve_checked(what: str, A: torch.Tensor, Bt: torch.Tensor) -> torch.Tensor
     return X
 
 
-def _square(name, M, d, dtype, device):
+def _check_projector(P: torch.Tensor, given_dtype: torch.dtype) -> None:
+    """Raise unless P (d, d) is symmetric and idempotent within the probe tolerance (module docstring)."""
+    d = P.shape[0]
+    g = torch.Generator(device=P.device).manual_seed(0)
+    X = torch.randn(d, PROJECTOR_PROBES, generator=g, dtype=P.dtype, device=P.device)   # (d, k)
+    PX = P @ X                                                                           # (d, k)
+    nx = float(torch.linalg.matrix_norm(X))
+    idem = float(torch.linalg.matrix_norm(P @ PX - PX)) / nx
+    sym = float(torch.linalg.matrix_norm(P.T @ X - PX)) / nx
+    tol = max(1e-5, math.sqrt(max(torch.finfo(given_dtype).eps, torch.finfo(P.dtype).eps)))
+    if not (idem <= tol and sym <= tol):  # `not <=` also catches NaN
+        raise ValueError(
+            f"P is not an orthogonal projector (Pᵀ = P and P P = P): on {PROJECTOR_PROBES} random probe "
+            f"vectors X, ‖P(PX) − PX‖/‖X‖ = {idem:.2e} and ‖PᵀX − PX‖/‖X‖ = {sym:.2e}, tolerance {tol:.1e}. "
+            "alphaedit_delta needs the null-space projector P = Û Ûᵀ with orthonormal Û, e.g. "
+            "null_space_projector(C0).P; check that you did not pass the covariance C0, I − C0, or a basis "
+            "product Û Ûᵀ whose columns are not orthonormal")
+
+
+def _square(name, M, d, dtype, device, projector: bool = False):
+    """Checked (d, d) `M` in `dtype` on `device` (zeros when None); `projector=True` also checks Pᵀ = P = P P."""
     if M is None:
         return torch.zeros(d, d, dtype=dtype, device=device)
     M = as_matrix(name, M)
     check_same(name, f"{name} rows", M.shape[0], "K1's key dimension d_in", d)
     check_same(name, f"{name} columns", M.shape[1], "K1's key dimension d_in", d)
     check_finite(name, M)
-    return M.to(dtype=dtype, device=device)
+    out = M.to(dtype=dtype, device=device)
+    if projector:
+        _check_projector(out, M.dtype)
+    return out
 
 
 def memit_delta(R: torch.Tensor, K1: torch.Tensor, C0: torch.Tensor, lam: float,
@@ -113,13 +158,15 @@ def alphaedit_delta(R: torch.Tensor, K1: torch.Tensor, P: torch.Tensor, alpha: f
     """AlphaEdit's Δ = R K1ᵀ P (Kp Kpᵀ P + K1 K1ᵀ P + α I)⁻¹, shape (d_out, d_in).
 
     `P` is the null-space projector (d_in, d_in), `prev_cov` is Kp Kpᵀ (unnormalised) or None,
-    `alpha` > 0 the ridge weight (the paper: 10).
+    `alpha` > 0 the ridge weight (the paper: 10). `dtype` (float64 or float32) is the working
+    precision. P is checked to be symmetric and idempotent (module docstring); a matrix that is
+    not a projector raises ValueError.
     """
     R, K1 = _prepare(R, K1, dtype)
     d = K1.shape[0]
     if not alpha > 0:
         raise ValueError(f"alpha must be > 0 (it keeps the system invertible), got {alpha}")
-    P = _square("P", P, d, dtype, K1.device)
+    P = _square("P", P, d, dtype, K1.device, projector=True)
     Kp = _square("prev_cov (Kp Kpᵀ)", prev_cov, d, dtype, K1.device)
     eye = torch.eye(d, dtype=dtype, device=K1.device)
     Mt = P @ (Kp + K1 @ K1.T) + alpha * eye  # Mᵀ where M = (Kp Kpᵀ + K1 K1ᵀ) P + α I

@@ -725,3 +725,79 @@ def lambda_explorer(R, K1, K0, P, *, alpha: float = 10.0, prev_cov=None, lam: fl
             raise ValueError(f"lam_range must satisfy 0 < low < high, got {lam_range}")
         sweep = lambda_sweep(R, K1, K0, P, np.geomspace(lo, hi, sweep_points), alpha=alpha, prev_cov=prev_cov)
     return LambdaExplorer(R, K1, K0, sweep, lam, prev_cov, lam_range)
+
+
+# --------------------------------------------------------------------------------------------
+# causal tracing (ROME, Meng et al. 2022, Fig. 1 and Fig. 2)
+# --------------------------------------------------------------------------------------------
+__all__ += ["plot_trace", "TRACE_CMAPS"]  # this section was appended after the list at the top
+
+#: One colour map per traced kind, as in ROME's Fig. 1 (hidden purple, MLP green, attention red).
+TRACE_CMAPS = {"hidden": "Purples", "mlp": "Greens", "attn": "Reds"}
+_TRACE_TITLES = {"hidden": "hidden state", "mlp": "MLP output", "attn": "attention output"}
+
+
+def _trace_panels(result_or_aie, kinds):
+    """[(kind, (rows, layers) array, row labels, colour label, vmin)] and a figure title."""
+    if hasattr(result_or_aie, "effects") and hasattr(result_or_aie, "tokens"):  # a TraceResult
+        r = result_or_aie
+        first, last = r.subject_range
+        labels = [(t.strip() or repr(t)) + ("*" if first <= i <= last else "") for i, t in enumerate(r.tokens)]
+        kinds = list(r.effects) if kinds is None else list(kinds)
+        panels = [(k, _np(r.effects[k], f"effects[{k!r}]", 2).T, labels,  # (seq_len, n_layers)
+                   f"p({r.answer.strip()})", min(r.p_corrupt, float(r.effects[k].min()))) for k in kinds]
+        title = (f"causal trace of {r.prompt!r} → {r.answer!r}: p clean {r.p_clean:.3f}, "
+                 f"corrupted {r.p_corrupt:.3f}  (* = subject token, noise on the subject)")
+        return panels, title, getattr(r, "window", 1)
+    aies = result_or_aie
+    if isinstance(aies, Mapping) and "aie" in aies:  # one average_indirect_effect(...) dict
+        aies = {aies.get("kind", "mlp"): aies}
+    if not isinstance(aies, Mapping) or not aies:
+        raise TypeError("plot_trace takes a TraceResult, an average_indirect_effect(...) dict, or a dict "
+                        f"kind -> such dicts; got {type(result_or_aie).__name__}")
+    kinds = list(aies) if kinds is None else list(kinds)
+    panels = []
+    for k in kinds:
+        a = aies[k]
+        data = _np(a["aie"], f"aie[{k!r}]", 2)  # (n_groups, n_layers)
+        panels.append((k, data, [g.replace("_", " ") for g in a["groups"]], "AIE",
+                       min(0.0, float(np.nanmin(data))) if np.isfinite(data).any() else 0.0))
+    n = next(iter(aies.values())).get("n_traces", "?")
+    return panels, f"average indirect effect over {n} traces", 1
+
+
+def plot_trace(result_or_aie, *, kinds: Sequence[str] | None = None, title: str | None = None,
+               figsize: tuple[float, float] | None = None, cmaps: Mapping[str, str] | None = None):
+    """ROME's Fig. 1: one heatmap per traced kind (hidden / MLP / attention), side by side.
+
+    `result_or_aie`: a `tracing.TraceResult` (rows = token positions labelled with the tokens,
+    subject tokens marked '*'; colour = p(answer) after restoring that state, from p_corrupt up),
+    or what `tracing.average_indirect_effect` returns, alone or as a dict kind -> result (rows =
+    the position groups; colour = AIE). Columns are layers. `kinds` selects/orders the panels.
+    Returns a matplotlib Figure whose `axes` are the heatmaps only (one per kind); each colour
+    bar is an inset of its heatmap.
+    """
+    from matplotlib.figure import Figure
+
+    panels, auto_title, window = _trace_panels(result_or_aie, kinds)
+    cmaps = {**TRACE_CMAPS, **(cmaps or {})}
+    n_rows = panels[0][1].shape[0]
+    width, height = figsize or (4.2 * len(panels), 1.6 + 0.32 * n_rows)
+    fig = Figure(figsize=(width, height))
+    fig.subplots_adjust(left=0.12, right=0.93, bottom=0.6 / height, top=1 - 0.75 / height, wspace=0.75)
+    for i, (kind, data, labels, clabel, vmin) in enumerate(panels):
+        ax = fig.add_subplot(1, len(panels), i + 1)
+        im = ax.imshow(data, aspect="auto", cmap=cmaps.get(kind, "viridis"), vmin=vmin, interpolation="nearest")
+        ax.set_yticks(range(len(labels)))
+        ax.set_yticklabels(labels if i == 0 else [""] * len(labels), fontsize=8)
+        L = data.shape[1]
+        ax.set_xticks(range(0, L, max(1, L // 8)))
+        w = 1 if kind == "hidden" else window
+        ax.set_xlabel("layer" if w == 1 else f"centre of {w} restored layers", fontsize=9)
+        ax.set_title(f"restoring {_TRACE_TITLES.get(kind, kind)}", fontsize=10)
+        cax = ax.inset_axes([1.03, 0.0, 0.05, 1.0])  # a child of ax: fig.axes stays one per kind
+        cbar = fig.colorbar(im, cax=cax)
+        cbar.set_label(clabel, fontsize=8)
+        cbar.ax.tick_params(labelsize=7)
+    fig.suptitle(title or auto_title, fontsize=9)
+    return fig

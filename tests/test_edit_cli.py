@@ -15,7 +15,6 @@ import time
 import pytest
 
 from alphaedit_lite import edit_cli as E
-from alphaedit_lite.paths import cache_dir, shared_data_dir
 
 EIFFEL = ["--subject", "The Eiffel Tower", "--prompt", "{} is located in the city of", "--target", "Rome"]
 
@@ -116,6 +115,41 @@ def test_bad_stats_tokens(monkeypatch, capsys):
     assert "--tokens must be a positive" in _fail_fast(monkeypatch, ["stats", "--layers", "4", "--tokens", "-5"], capsys)
 
 
+def test_save_and_share_options_parse():
+    p = _parser()
+    a = p.parse_args(["edit", *EIFFEL, "--save", "out/edited", "--overwrite"])
+    assert a.save == "out/edited" and a.overwrite is True
+    assert p.parse_args(["edit", *EIFFEL]).save is None
+    s = p.parse_args(["stats", "--layers", "4", "--tokens", "9", "--export", "s.pt", "--with-projector"])
+    assert s.export == "s.pt" and s.with_projector and s.import_files is None
+    i = p.parse_args(["stats", "--import", "a.npz", "b.npz", "--layers", "4", "5", "--corpus-id", "wiki"])
+    assert i.import_files == ["a.npz", "b.npz"] and i.layers == [4, 5] and i.corpus_id == "wiki"
+
+
+def test_save_into_a_non_empty_folder_fails_before_loading(monkeypatch, capsys, tmp_path):
+    (tmp_path / "keep.txt").write_text("mine")
+    err = _fail_fast(monkeypatch, ["edit", *EIFFEL, "--save", str(tmp_path)], capsys)
+    assert "not empty" in err and "--overwrite" in err and str(tmp_path) in err
+    err = _fail_fast(monkeypatch, ["edit", *EIFFEL, "--save", str(tmp_path / "keep.txt")], capsys)
+    assert "is a file" in err
+    assert "--overwrite only goes with --save" in _fail_fast(monkeypatch, ["edit", *EIFFEL, "--overwrite"], capsys)
+
+
+@pytest.mark.parametrize("argv,needle", [
+    (["--import", "no/such/file.pt"], "no such file"),
+    (["--layers", "4", "--tokens", "9", "--with-projector"], "--with-projector only goes with --export"),
+    (["--layers", "4", "--tokens", "9", "--corpus-id", "x"], "--corpus-id only goes with --import"),
+    (["--import", "{f}", "--export", "x.pt"], "separately"),
+    (["--import", "{f}", "--layers", "1", "2"], "2 layer(s) for 1 file(s)"),
+    (["--layers", "4", "--tokens", "9", "--export", "{d}"], "is a folder"),
+])
+def test_bad_stats_sharing_input(monkeypatch, capsys, tmp_path, argv, needle):
+    f = tmp_path / "layer-1.npz"
+    f.write_bytes(b"x")
+    argv = [a.replace("{f}", str(f)).replace("{d}", str(tmp_path)) for a in argv]
+    assert needle in _fail_fast(monkeypatch, ["stats", *argv], capsys)
+
+
 def test_check_edit_inputs_returns_the_template():
     assert E.check_edit_inputs("Paris", "{} is the capital of   ", "Italy") == "{} is the capital of"
 
@@ -132,38 +166,73 @@ def test_registered_in_the_main_cli_when_wired():
     assert cli.main(["edit", "--subject", "A", "--prompt", "B is in", "--target", "C"]) == 2
 
 
-# ----------------------------------------------------------------------------------------- real model
+# ------------------------------------------------------------------------------ stats sharing, tiny model
 @pytest.fixture
-def private_cache(tmp_path, monkeypatch):
-    """A temporary cache folder that reuses the real dequantized model and context prefixes."""
-    real = cache_dir()
-    tmp = tmp_path / "cache"
-    tmp.mkdir()
-    for name in ("models", "context_templates"):
-        (real / name).mkdir(parents=True, exist_ok=True)
-        os.symlink(real / name, tmp / name)
-    monkeypatch.setenv("ALPHAEDIT_CACHE", str(tmp))
+def tiny_folders(tmp_path, monkeypatch):
+    """Two tiny random Llamas saved as model folders (what --model accepts), a corpus, a private cache."""
+    import editing_helpers as EH
     import torch
 
-    threads = torch.get_num_threads()   # the command may lower it on a busy CPU
-    yield tmp
+    monkeypatch.setenv("ALPHAEDIT_CACHE", str(tmp_path / "cache"))
+    folders = []
+    for seed in (0, 1):
+        model, tok = EH.tiny_llama(seed=seed)
+        folders.append(tmp_path / f"tiny-{seed}")
+        model.save_pretrained(folders[-1])
+        tok.save_pretrained(folders[-1])
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text(EH.corpus_text()[:60_000], encoding="utf-8")
+    threads = torch.get_num_threads()
+    yield folders, corpus
     torch.set_num_threads(threads)
 
 
-@pytest.fixture
-def tiny_corpus(tmp_path):
-    shared = shared_data_dir()
-    wiki = shared / "wikitext-2-raw" / "wiki.test.raw" if shared else None
-    if wiki is not None and wiki.is_file():
-        text = wiki.read_text(encoding="utf-8")[:40_000]
-    else:
-        text = ("The city lies on a river . Its old town has a cathedral , a market and a university . "
-                "In 1850 a railway reached the town , and the population grew to 40 @,@ 000 . ") * 200
-    p = tmp_path / "tiny_corpus.txt"
-    p.write_text(text, encoding="utf-8")
-    return p
+def test_stats_export_and_import_on_the_command_line(tiny_folders, tmp_path, monkeypatch, capsys):
+    (a, b), corpus = tiny_folders
+    common = ["--device", "cpu", "--threads", "1", "--quiet"]
+    f = tmp_path / "shared.pt"
+    assert E.main(["stats", "--model", str(a), "--layers", "0", "2", "--corpus", str(corpus), "--tokens", "256",
+                   "--seq-len", "64", "--threshold", "1e-2", "--mode", "relative", "--export", str(f),
+                   "--with-projector", *common]) == 0
+    out = capsys.readouterr().out
+    assert f"to {f}" in out and "and P (relative threshold 0.01)" in out and f.is_file()
+
+    monkeypatch.setenv("ALPHAEDIT_CACHE", str(tmp_path / "other-machine"))
+    assert E.main(["stats", "--model", str(a), "--import", str(f), "--threshold", "1e-2", "--mode", "relative",
+                   *common]) == 0
+    out = capsys.readouterr().out
+    m = re.search(r"--corpus (\S+) --tokens 256", out)
+    assert m and "imported into the cache" in out and "--layers 0 2" in out, out
+    assert str(tmp_path / "other-machine") in out                           # the table lists the new cache files
+    # the printed corpus id works as --corpus, with no corpus file at hand
+    assert E.main(["stats", "--model", str(a), "--layers", "2", "--corpus", m.group(1), "--tokens", "256",
+                   *common]) == 0
+    capsys.readouterr()
+    # another model: refused with exit status 2 and a message naming the file
+    assert E.main(["stats", "--model", str(b), "--import", str(f), *common]) == 2
+    err = capsys.readouterr().err
+    assert "fingerprints differ" in err and str(f) in err
 
 
+def test_stats_import_of_rome_npz_files_on_the_command_line(tiny_folders, tmp_path, capsys):
+    import numpy as np
+
+    (a, _), _ = tiny_folders
+    rng = np.random.default_rng(0)
+    K = rng.standard_normal((96, 40)) @ rng.standard_normal((40, 300))      # rank 40: 56 free directions
+    files = []
+    for layer in (1, 3):
+        files.append(tmp_path / f"keys_{layer}.npz")
+        np.savez(files[-1], **{"mom2.mom2": (layer * K) @ (layer * K).T, "mom2.count": np.array(300)})
+    rc = E.main(["stats", "--model", str(a), "--import", *map(str, files), "--layers", "1", "3",
+                 "--corpus-id", "rome-wiki", "--device", "cpu", "--threads", "1", "--quiet"])
+    out, err = capsys.readouterr()
+    assert rc == 0, out + err
+    assert "--layers 1 3 --corpus rome-wiki --tokens 300" in out
+    assert re.search(r"^\s+1\s+56/96", out, re.M) and re.search(r"^\s+3\s+56/96", out, re.M), out
+
+
+# ----------------------------------------------------------------------------------------- real model
 @pytest.mark.model
 def test_real_edit_raises_the_new_target_above_the_old(private_cache, tiny_corpus, capsys):
     pytest.importorskip("gguf")

@@ -488,3 +488,147 @@ def test_subject_key_checker_on_smollm2(capsys):
     assert capsys.readouterr().out.startswith("✓ ")
     with pytest.raises(AssertionError, match="you took the FIRST token of the subject"):
         ex.check_subject_key(KEY_MISTAKES[0][0], model, tok, layer=8)
+
+
+# ------------------------------------------ notebook 00: MEMIT's closed form from the normal equations
+NB00 = "00_editing_as_a_tradeoff"
+
+
+def memit_ok(W, K1, V1, C0, lam):
+    return torch.linalg.solve(lam * C0 + K1 @ K1.T, K1 @ (V1 - W @ K1).T).T
+
+
+def memit_inv(W, K1, V1, C0, lam):   # the textbook form with an explicit inverse is accepted too
+    return (V1 - W @ K1) @ K1.T @ torch.linalg.inv(lam * C0 + K1 @ K1.T)
+
+
+def _right(M, B):   # B M⁻¹
+    return torch.linalg.solve(M.T, B.T).T
+
+
+MEMIT_MISTAKES = [
+    (lambda W, K1, V1, C0, lam: _right(C0 + K1 @ K1.T, (V1 - W @ K1) @ K1.T), "you forgot λ"),
+    (lambda W, K1, V1, C0, lam: _right(lam * C0 + K1.T @ K1, (V1 - W @ K1) @ K1.T), "instead of K1K1ᵀ"),
+    (lambda W, K1, V1, C0, lam: memit_ok(W, K1, 2 * W @ K1 - V1, C0, lam), "the sign is flipped"),
+    (lambda W, K1, V1, C0, lam: torch.linalg.inv(lam * C0 + K1 @ K1.T) @ (V1 - W @ K1) @ K1.T,
+     "inverse on the wrong side"),
+    (lambda W, K1, V1, C0, lam: memit_ok(W, K1, V1, C0, lam).T, "you returned Δᵀ"),
+    (lambda W, K1, V1, C0, lam: _right(C0 + lam * K1 @ K1.T, (V1 - W @ K1) @ K1.T), "λ weights the PRESERVED term"),
+    (lambda W, K1, V1, C0, lam: _right(C0 / lam + K1 @ K1.T, (V1 - W @ K1) @ K1.T), "it does not divide it"),
+    (lambda W, K1, V1, C0, lam: _right(lam * C0, (V1 - W @ K1) @ K1.T), "missing K1K1ᵀ"),
+    (lambda W, K1, V1, C0, lam: _right(lam * _eye(K1.shape[0]) + K1 @ K1.T, (V1 - W @ K1) @ K1.T), "not λI"),
+    (lambda W, K1, V1, C0, lam: _right(lam * C0 + K1 @ K1.T, V1 @ K1.T), "you used V1 where the residual"),
+    (lambda W, K1, V1, C0, lam: W + memit_ok(W, K1, V1, C0, lam), "not the edited weight W + Δ"),
+    (lambda W, K1, V1, C0, lam: memit_ok(W, K1, V1, C0, lam).float(), "compute in float64"),
+    (lambda W, K1, V1, C0, lam: memit_ok(W, K1, V1, C0, lam)[:, :-1], "must have W's shape"),
+    (lambda W, K1, V1, C0, lam: memit_ok(W, K1, V1, C0, lam) * 1.01, "differs from memit_delta by a relative error"),
+    # a mistake that only shows on non-square inputs: the shapes stop fitting, and the message says where to look
+    (lambda W, K1, V1, C0, lam: memit_ok(W, K1, V1, C0, lam) if W.shape[0] == W.shape[1]
+     else torch.linalg.inv(lam * C0 + K1 @ K1.T) @ (V1 - W @ K1) @ K1.T, "the shapes do not fit"),
+    (lambda W, K1, V1, C0, lam: memit_ok(W, K1, V1, C0, lam) if W.shape[0] == W.shape[1]
+     else memit_ok(W, K1, V1, C0, lam).T, "you returned Δᵀ"),
+]
+
+
+@pytest.mark.parametrize("fn", [memit_ok, memit_inv], ids=["solve", "inverse"])
+def test_memit_checker_accepts_the_reference(fn, capsys):
+    ex.check_memit_normal_equations(fn)
+    out = capsys.readouterr().out
+    assert out.startswith("✓ ") and "matches the reference on 4 inputs" in out
+
+
+@pytest.mark.parametrize("wrong,expected", [pytest.param(fn, msg, id=f"memit-{i}")
+                                            for i, (fn, msg) in enumerate(MEMIT_MISTAKES)])
+def test_memit_checker_names_the_typical_mistake(wrong, expected):
+    with pytest.raises(AssertionError) as info:
+        ex.check_memit_normal_equations(wrong)
+    msg = str(info.value)
+    assert msg.startswith("✗ ") and expected in msg, msg
+    assert msg.count(". ") <= 1, f"one sentence per mistake: {msg}"
+
+
+def test_memit_checker_cases_make_every_mistake_distinguishable():
+    """On the square case every typical wrong answer computes, differs from the reference and from the others."""
+    case = ex._memit_cases()[0]
+    W, K1, V1, C0, lam = case.args
+    assert W.shape[0] == W.shape[1] == K1.shape[0] == K1.shape[1]
+    answers = [case.expected] + [fn(*case.args) for fn, _ in MEMIT_MISTAKES[:11]]
+    for i in range(len(answers)):
+        for j in range(i):
+            assert ex._rel(answers[i], answers[j]) > 1e-3, (i, j)
+    assert "check_memit_normal_equations(fn)" in ex.__doc__
+    assert "check_memit_normal_equations" in ex.__all__
+
+
+def test_memit_checker_reports_unwritten_crashes_and_bad_returns():
+    def todo(*args):
+        raise NotImplementedError("your turn: write this part")
+
+    with pytest.raises(AssertionError, match="not written yet"):
+        ex.check_memit_normal_equations(todo)
+    with pytest.raises(AssertionError, match="your function raised IndexError: index 9"):
+        ex.check_memit_normal_equations(lambda *a: (_ for _ in ()).throw(IndexError("index 9 is out of bounds")))
+    with pytest.raises(AssertionError, match="forget the `return`"):
+        ex.check_memit_normal_equations(lambda *a: None)
+    with pytest.raises(TypeError, match="pass your function itself"):
+        ex.check_memit_normal_equations(torch.zeros(3))
+
+
+def test_memit_checker_does_not_touch_the_global_random_state_or_its_inputs(capsys):
+    torch.manual_seed(123)
+    expected = torch.rand(3)
+    torch.manual_seed(123)
+
+    def overwrite(W, K1, V1, C0, lam):   # a learner's in-place edit must not corrupt later cases
+        out = memit_ok(W, K1, V1, C0, lam)
+        W.zero_(), K1.zero_(), V1.zero_(), C0.zero_()
+        return out
+
+    ex.check_memit_normal_equations(overwrite)
+    assert torch.equal(torch.rand(3), expected)
+    assert capsys.readouterr().out.startswith("✓ ")
+
+
+def test_notebook_00_exercise_is_checked_and_its_solution_passes(capsys):
+    cells = [c for c in jupytext.read(NB_DIR / f"{NB00}.py").cells if c.cell_type == "code"]
+    found = 0
+    for i, cell in enumerate(cells):
+        if not _solution_blocks(cell.source):
+            continue
+        nxt = cells[i + 1].source
+        m = CHECK_CALL.search(nxt)
+        assert m and "from alphaedit_lite.exercises import" in nxt and f"def {m.group(2)}(" in cell.source
+        ns: dict = {"torch": torch}
+        exec(compile(cell.source, f"{NB00}[{i}]", "exec"), ns)
+        getattr(ex, m.group(1))(ns[m.group(2)])
+        assert capsys.readouterr().out.startswith("✓ ")
+        found += 1
+    assert found >= 1
+
+
+def test_generator_strips_notebook_00_and_its_check_says_not_written(generated):
+    out, results = generated
+    assert results[NB00].exercises >= 1
+    src_nb = jupytext.read(NB_DIR / f"{NB00}.py")
+    ex_nb = nbformat.read(out / f"{NB00}.ipynb", as_version=4)
+    assert "Exercise version" in ex_nb.cells[0].source
+    code_src = [c for c in src_nb.cells if c.cell_type == "code"]
+    code_ex = [c for c in ex_nb.cells if c.cell_type == "code"]
+    stripped = 0
+    for i, (c_src, c_ex) in enumerate(zip(code_src, code_ex)):
+        blocks = _solution_blocks(c_src.source)
+        assert "SOLUTION" not in c_ex.source
+        if not blocks:
+            assert c_ex.source == c_src.source
+            continue
+        for line in (x for b in blocks for x in b):
+            assert line not in [y.strip() for y in c_ex.source.splitlines()], f"solution line survived: {line!r}"
+        ns: dict = {"torch": torch}
+        exec(compile(c_ex.source, f"{NB00}-exercise[{i}]", "exec"), ns)
+        fn = next(v for k, v in ns.items() if k.startswith("my_") and callable(v))
+        with pytest.raises(NotImplementedError, match="your turn"):
+            fn(*[None] * fn.__code__.co_argcount)
+        with pytest.raises(AssertionError, match="not written yet"):
+            exec(compile(code_ex[i + 1].source, f"{NB00}-exercise[{i + 1}]", "exec"), ns)
+        stripped += 1
+    assert stripped == results[NB00].exercises

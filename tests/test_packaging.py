@@ -2,6 +2,7 @@
 same lower bounds, the console script exists, and CI runs the test command the README gives."""
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 
@@ -146,3 +147,40 @@ def test_makefile_test_target_runs_pytest():
     m = re.search(r"^test:.*\n((?:\t.*\n?)+)", text, flags=re.M)
     assert m, "the Makefile has no `test:` target"
     assert "pytest" in m.group(1), f"`make test` does not run pytest: {m.group(1)!r}"
+
+
+def test_wheel_carries_the_shipped_data_and_an_install_finds_it(tmp_path):
+    """A wheel holds the organisms and requests; installed outside the checkout, paths.DATA_DIR finds them."""
+    import subprocess
+    import sys
+    import zipfile
+
+    out = tmp_path / "wheel"
+    r = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", str(ROOT),
+                        "-w", str(out)], capture_output=True, text=True, cwd=tmp_path, timeout=600)
+    assert r.returncode == 0, r.stderr[-2000:]
+    wheel = next(out.glob("alphaedit_lite-*.whl"))
+    names = zipfile.ZipFile(wheel).namelist()
+    for rel in ("tiny_world/model.safetensors", "tiny_world/world.json", "subword_world/model.safetensors",
+                "requests/smollm2_known_facts.json"):
+        assert any(n.endswith(f".data/data/share/alphaedit-lite/data/{rel}") for n in names), rel
+    assert any(n.endswith("hparams/AlphaEdit/subword-world.json") for n in names)
+    # install it (no dependencies: they are this interpreter's) into a prefix outside the checkout
+    prefix = tmp_path / "prefix"
+    # -I: never touch the installation this interpreter already has (without it pip uninstalls the kit there)
+    r = subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "--no-index", "-q", "-I", "--prefix", str(prefix),
+                        str(wheel)], capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-2000:]
+    site = next(prefix.glob("lib/python*/site-packages"))
+    code = ("import alphaedit_lite.paths as p, alphaedit_lite.world as w; print(p.PACKAGE_DIR); print(p.DATA_DIR); "
+            "print(w.default_world_dir().joinpath('model.safetensors').is_file())")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path, timeout=300,
+                       env={**os.environ, "PYTHONPATH": str(site), "PYTHONNOUSERSITE": "1"})
+    assert r.returncode == 0, r.stderr[-2000:]
+    pkg, data, found = r.stdout.split()
+    assert Path(pkg).is_relative_to(site) and not Path(data).is_relative_to(ROOT), r.stdout
+    assert found == "True"
+    # and the kit this interpreter runs (the checkout's editable install) is still installed
+    r = subprocess.run([sys.executable, "-c", "import alphaedit_lite.paths as p; print(p.PACKAGE_DIR)"],
+                       capture_output=True, text=True, cwd=tmp_path, timeout=120)
+    assert r.returncode == 0 and Path(r.stdout.strip()).is_relative_to(ROOT), r.stderr[-1000:]

@@ -60,6 +60,7 @@ def test_run_folder_and_resume_give_identical_results(tmp_path, monkeypatch):
         assert k in rows[-1], k
     assert rows[-1]["drift/2"] > 0 and rows[-1]["update_norm/2"] > rows[0]["update_norm/2"]
     assert (tmp_path / "full" / "checkpoint.pt").exists() and (tmp_path / "full" / "hidden").is_dir()
+    assert (tmp_path / "full" / "checkpoint.sha256").exists() and not (tmp_path / "full" / "run.lock").exists()
     assert full.state.n_requests == 8  # AlphaEdit's cache saw every edit
 
     # interrupted after 2 batches, then resumed
@@ -183,7 +184,8 @@ def test_killed_run_resumes_to_the_same_end(tmp_path, monkeypatch):
     done_before = len(read_metrics(run))
     assert 2 <= done_before < 4, "the kill should land part way"
     full_model, _ = _run(tmp_path, tmp_path / "full")
-    resumed_model, resumed = _run(tmp_path, run, resume=True)
+    with pytest.warns(UserWarning, match=rf"taking over .*run\.lock: process {proc.pid} "):   # the killed run's lock
+        resumed_model, resumed = _run(tmp_path, run, resume=True)
     assert resumed.resumed_from >= 1
     for l in HP_ALPHA["layers"]:
         assert torch.equal(M.get_rewrite_weight(full_model, l), M.get_rewrite_weight(resumed_model, l))

@@ -115,8 +115,16 @@ def test_sequential_cli_runs_reports_and_resumes(tmp_path, capsys):
     assert main(common + ["--out", str(whole)]) == 0
     out = capsys.readouterr().out
     assert "| MEMIT | 6 |" in out and "| AlphaEdit | 6 |" in out
-    for f in ("curves.png", "curves.html", "hidden_pca.png", "summary.md"):
+    for f in ("curves.png", "curves.html", "hidden_pca.png", "summary.md", "summary.json"):
         assert (whole / "report" / f).is_file()
+    summary = json.loads((whole / "report" / "summary.json").read_text())["methods"]
+    assert list(summary) == ["unedited", "MEMIT", "AlphaEdit"]
+    from alphaedit_lite.report import SUMMARY_KEYS
+    for name, row in summary.items():
+        assert set(SUMMARY_KEYS) <= set(row), (name, row)
+        assert row["efficacy"] is not None and row["unedited_acc"] is not None
+    assert summary["unedited"]["drift_final"] == 0.0 and summary["MEMIT"]["drift_final"] > 0
+    assert summary["MEMIT"]["efficacy"] == _metrics(whole / "MEMIT")[-1]["efficacy"]
     # interrupted after one batch, then resumed: the same final figures
     assert main(common + ["--out", str(parts), "--stop-after", "1"]) == 0
     assert len(_metrics(parts / "MEMIT")) == 1
@@ -128,3 +136,35 @@ def test_sequential_cli_runs_reports_and_resumes(tmp_path, capsys):
         for k in ("efficacy", "specificity", "unedited_acc", "drift/final"):
             assert a[k] == pytest.approx(b[k], rel=1e-5, abs=1e-6), (m, k)
     assert main(["sequential", "--method", "Nope", "--out", str(tmp_path / "x")]) == 2
+
+
+def test_sequential_saves_the_final_edited_models(tmp_path, capsys):
+    """--save-final writes each method's edited model; transformers loads it with the run's final weights."""
+    from transformers import AutoModelForCausalLM
+
+    from alphaedit_lite.models import get_rewrite_weight, rewrite_module_name
+
+    out, saved = tmp_path / "run", tmp_path / "models"
+    assert main(["sequential", "--model", "tiny-world", "--method", "MEMIT", "--edits", "2", "--batch", "1",
+                 "--probes", "5", "--quiet", "--threads", "1", "--fluency-limit", "0", "--out", str(out),
+                 "--save-final", str(saved)]) == 0
+    assert "edited model saved to" in capsys.readouterr().out
+    reloaded = AutoModelForCausalLM.from_pretrained(saved / "MEMIT").float()
+    ck = torch.load(out / "MEMIT" / "checkpoint.pt", weights_only=False)
+    original, _, _ = load_tiny_world(device="cpu")
+    for layer in load_hparams("MEMIT", "tiny-world").layers:
+        name = rewrite_module_name(reloaded, layer)
+        assert torch.equal(get_rewrite_weight(reloaded, layer), ck["weights"][name].float())
+        assert not torch.equal(get_rewrite_weight(reloaded, layer), get_rewrite_weight(original, layer))
+    assert json.loads((saved / "MEMIT" / "alphaedit_edit.json").read_text())["edits"] == 2
+
+
+@pytest.mark.parametrize("flag", ["--edits", "--batch"])
+def test_bad_counts_are_refused_before_the_model_loads(flag, monkeypatch, capsys):
+    import alphaedit_lite.sequential as S
+
+    def trap(*a, **k):
+        raise AssertionError("the model was loaded")
+    monkeypatch.setattr(S, "prepare", trap)
+    assert main(["sequential", "--model", "tiny-world", flag, "0", "--out", "unused"]) == 2
+    assert f"{flag} must be at least 1" in capsys.readouterr().err

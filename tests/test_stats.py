@@ -5,7 +5,10 @@ Most tests use a tiny random Llama (see editing_helpers); those marked ``model``
 from __future__ import annotations
 
 import os
+import re
+import warnings
 
+import numpy as np
 import pytest
 import torch
 
@@ -171,6 +174,249 @@ def test_projectors_are_cached(tiny, cache, corpus_file):
     S.clear_projector_memo()
     again = S.projectors(st, threshold=1e-2, mode="relative")      # from disk
     assert torch.equal(again[0].P, pj[0].P) and again[1].kept_rank == pj[1].kept_rank
+
+
+# ------------------------------------------------------------------------------------------------
+# Provenance of cached files: damaged or mismatched caches are rebuilt, never used silently
+# ------------------------------------------------------------------------------------------------
+def _stats_file(model, st, layer):
+    return S.stats_cache_path(model, arch_spec(model).rewrite_name(layer), st.corpus_id, st.n_tokens)
+
+
+def test_stats_cache_has_a_manifest(tiny, cache, corpus_file):
+    model, tok = tiny
+    st = S.layer_stats(model, tok, [1], corpus_file, n_tokens=200, seq_len=64, progress=False)
+    blob = torch.load(_stats_file(model, st, 1), weights_only=True)
+    man = blob["manifest"]
+    assert man["model_id"] == S.model_id(model) and man["module"] == "model.layers.1.mlp.down_proj"
+    assert (man["corpus_id"], man["n_tokens"], man["count"], man["dim"]) == (st.corpus_id, 200, 200, 96)
+    assert man["dtype"] == "float64" and man["model_dtype"] == "float32" and man["kit_version"]
+    assert man["sha256"] == S.second_moment_sha256(st[1])
+    assert SecondMoment.load(_stats_file(model, st, 1)).count == 200    # still a plain SecondMoment file
+
+
+def test_truncated_stats_file_is_rebuilt_with_a_warning_naming_it(tiny, cache, corpus_file):
+    model, tok = tiny
+    st = S.layer_stats(model, tok, [0, 1], corpus_file, n_tokens=200, seq_len=64, progress=False)
+    path = _stats_file(model, st, 1)
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])                          # an interrupted copy
+    with pytest.warns(S.CacheWarning, match=re.escape(str(path)) + ".*truncated.*rebuilt"):
+        again = S.layer_stats(model, tok, [0, 1], corpus_file, n_tokens=200, seq_len=64, progress=False)
+    assert torch.equal(again[1].sum, st[1].sum) and torch.equal(again[0].sum, st[0].sum)
+    assert path.read_bytes() != data[: len(data) // 2]                # rewritten ...
+    S.read_stats_file(path, {"n_tokens": 200})                        # ... and valid again
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")                                # now used without a warning
+        S.layer_stats(model, tok, [1], corpus_file, n_tokens=200, seq_len=64, progress=False)
+
+
+@pytest.mark.parametrize("damage", ["legacy file without manifest", "changed content", "other corpus's file"])
+def test_unusable_stats_file_is_rebuilt(tiny, cache, corpus_file, tmp_path, damage):
+    model, tok = tiny
+    st = S.layer_stats(model, tok, [1], corpus_file, n_tokens=200, seq_len=64, progress=False)
+    path = _stats_file(model, st, 1)
+    if damage == "legacy file without manifest":                      # what the kit wrote before
+        st[1].save(path)
+        reason = "no provenance manifest"
+    elif damage == "changed content":
+        blob = torch.load(path, weights_only=True)
+        blob["sum"][0, 0] += 1.0
+        torch.save(blob, path)
+        reason = "checksum"
+    else:                                                             # same count, other statistics
+        other = tmp_path / "other.txt"
+        other.write_text(EH.corpus_text()[60_000:120_000] or "other words here " * 2000, encoding="utf-8")
+        ost = S.layer_stats(model, tok, [1], other, n_tokens=200, seq_len=64, progress=False)
+        _stats_file(model, ost, 1).replace(path)
+        reason = "corpus_id"
+    with pytest.warns(S.CacheWarning, match=re.escape(str(path)) + f".*{reason}"):
+        again = S.layer_stats(model, tok, [1], corpus_file, n_tokens=200, seq_len=64, progress=False)
+    assert torch.equal(again[1].sum, st[1].sum)
+    with pytest.raises(ValueError, match=re.escape(str(path)) + ".*n_tokens"):
+        S.read_stats_file(path, {"n_tokens": 201})                    # the public reader names the file too
+
+
+def test_projector_cache_replaced_by_identity_is_detected_and_rebuilt(tiny, cache, corpus_file):
+    model, tok = tiny
+    st = S.layer_stats(model, tok, [0], corpus_file, n_tokens=600, seq_len=64, progress=False)
+    good = S.projectors(st, threshold=1e-2, mode="relative")[0]
+    assert 0 < good.kept_rank < 96
+    path = S._projector_path(st, 0, 1e-2, "relative")
+    eye = torch.eye(96, dtype=torch.float64)
+    identity = {"P": eye, "basis": eye.clone(), "eigenvalues": good.eigenvalues, "kept_rank": 96, "cutoff": 1e9,
+                "mode": "relative", "threshold": 1e-2}
+    # 1) the old layout, which was checked by sample count only: a valid P = I with the right count
+    torch.save({"count": 600, "projector": identity}, path)
+    S.clear_projector_memo()
+    with pytest.warns(S.CacheWarning, match=re.escape(str(path))):
+        pj = S.projectors(st, threshold=1e-2, mode="relative")[0]
+    assert torch.equal(pj.P, good.P) and pj.kept_rank == good.kept_rank
+    # 2) the new layout with its manifest kept but P swapped for I: the checksum no longer matches
+    blob = torch.load(path, weights_only=True)
+    blob["projector"] = identity
+    torch.save(blob, path)
+    S.clear_projector_memo()
+    with pytest.warns(S.CacheWarning, match=re.escape(str(path)) + ".*checksum"):
+        pj = S.projectors(st, threshold=1e-2, mode="relative")[0]
+    assert torch.equal(pj.P, good.P)
+    S.clear_projector_memo()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")                                # rebuilt file: used quietly
+        assert torch.equal(S.projectors(st, threshold=1e-2, mode="relative")[0].P, good.P)
+
+
+def test_projector_from_other_statistics_with_the_same_count_is_rebuilt(tiny, cache, corpus_file, tmp_path):
+    from alphaedit_lite.nullspace import null_space_projector
+
+    model, tok = tiny
+    st = S.layer_stats(model, tok, [0], corpus_file, n_tokens=600, seq_len=64, progress=False)
+    pa = S.projectors(st, threshold=1e-2, mode="relative")[0]         # cached on disk and in memory
+    path = S._projector_path(st, 0, 1e-2, "relative")
+    # other statistics with the same model, module, corpus id and count (e.g. recomputed after the
+    # corpus file changed): the P built from the first ones must not be taken for them
+    other = tmp_path / "other.txt"
+    other.write_text(EH.corpus_text()[60_000:160_000] or "other words here " * 4000, encoding="utf-8")
+    ost = S.layer_stats(model, tok, [0], other, n_tokens=600, seq_len=64, progress=False, cache=False)
+    assert ost[0].count == st[0].count and not torch.equal(ost[0].sum, st[0].sum)
+    relabelled = S.LayerStats({0: ost[0]}, model_id=st.model_id, corpus_id=st.corpus_id, n_tokens=st.n_tokens,
+                              module_names=st.module_names)
+    with pytest.warns(S.CacheWarning, match=re.escape(str(path)) + ".*stats_sha256"):
+        pb = S.projectors(relabelled, threshold=1e-2, mode="relative")[0]   # memo holds pa: not used either
+    ref = null_space_projector(ost[0].cov, threshold=1e-2, mode="relative")
+    assert torch.equal(pb.P, ref.P) and not torch.equal(pb.P, pa.P)
+    with pytest.warns(S.CacheWarning, match=re.escape(str(path))):   # and back: the file now names ost
+        S.clear_projector_memo()
+        assert torch.equal(S.projectors(st, threshold=1e-2, mode="relative")[0].P, pa.P)
+
+
+def test_truncated_model_samples_cache_is_resampled(tiny, cache):
+    model, tok = tiny
+    a = S._model_sample_rows(model, tok, 40, 16, seed=3, batch_size=4, progress=False)
+    path = next((cache / "corpora").rglob("seed3_*.pt"))
+    path.write_bytes(path.read_bytes()[:100])
+    with pytest.warns(S.CacheWarning, match=re.escape(str(path))):
+        b = S._model_sample_rows(model, tok, 40, 16, seed=3, batch_size=4, progress=False)
+    assert torch.equal(a, b)
+
+
+# ------------------------------------------------------------------------------------------------
+# Statistics and P as files to share
+# ------------------------------------------------------------------------------------------------
+def test_export_then_import_into_a_fresh_cache(tiny, cache, corpus_file, tmp_path, monkeypatch):
+    model, tok = tiny
+    st = S.layer_stats(model, tok, [0, 2], corpus_file, n_tokens=600, seq_len=64, progress=False)
+    pjs = S.projectors(st, threshold=1e-2, mode="relative")
+    f = S.export_stats(tmp_path / "shared" / "stats.pt", st, threshold=1e-2, mode="relative")
+    man = torch.load(f, weights_only=True)["manifest"]
+    assert man["layers"] == [0, 2] and man["modules"]["2"] == "model.layers.2.mlp.down_proj"
+    assert (man["corpus_id"], man["n_tokens"], man["dim"], man["dtype"]) == (st.corpus_id, 600, 96, "float64")
+    assert man["fingerprint"] == S.model_id(model).rsplit("-", 1)[1] and man["kit_version"]
+    assert man["projector"] == {"threshold": 1e-2, "mode": "relative"} and len(man["checksum"]) == 64
+
+    monkeypatch.setenv("ALPHAEDIT_CACHE", str(tmp_path / "elsewhere"))   # another machine
+    S.clear_projector_memo()
+
+    def boom(*a, **k):
+        raise AssertionError("computed although imported")
+    monkeypatch.setattr(S, "collect_second_moments", boom)
+    monkeypatch.setattr(S, "null_space_projector", boom)
+    imp = S.import_stats(f, model)
+    assert sorted(imp) == [0, 2] and imp.corpus_id == st.corpus_id and imp.n_tokens == 600
+    for layer in (0, 2):
+        assert torch.equal(imp[layer].sum, st[layer].sum) and imp[layer].count == 600
+        assert _stats_file(model, imp, layer).is_file()
+    got = S.projectors(imp, threshold=1e-2, mode="relative")           # from the imported P files
+    assert torch.equal(got[2].P, pjs[2].P)
+    # the corpus id now names cached statistics: layer_stats loads them (no corpus needed)
+    again = S.layer_stats(model, tok, [2], st.corpus_id, n_tokens=600, progress=False)
+    assert torch.equal(again[2].sum, st[2].sum)
+    with pytest.raises(ValueError, match=r"layers \[1\] have none"):
+        S.layer_stats(model, tok, [1, 2], st.corpus_id, n_tokens=600, progress=False)
+    only = S.import_stats(f, model, layers=[2], corpus_id="shared-corpus")
+    assert sorted(only) == [2] and only.corpus_id == "shared-corpus"
+    # a damaged imported file cannot be rebuilt from a corpus id: warned about, then a clear error
+    path = _stats_file(model, only, 2)
+    path.write_bytes(path.read_bytes()[:300])
+    with pytest.warns(S.CacheWarning, match=re.escape(str(path)) + ".*import the statistics again"), \
+            pytest.raises(ValueError, match=r"layers \[2\] .* unusable .* import them again"):
+        S.layer_stats(model, tok, [2], "shared-corpus", n_tokens=600, progress=False)
+    with pytest.raises(ValueError, match="cannot be recomputed"):
+        S.layer_stats(model, tok, [2], st.corpus_id, n_tokens=600, progress=False, force_recompute=True)
+
+
+def test_import_refuses_other_models_layers_and_damage(tiny, cache, corpus_file, tmp_path):
+    model, tok = tiny
+    st = S.layer_stats(model, tok, [0, 1], corpus_file, n_tokens=300, seq_len=64, progress=False)
+    f = S.export_stats(tmp_path / "stats.pt", st)
+    other, _ = EH.tiny_llama(seed=1)
+    with pytest.raises(ValueError, match=re.escape(str(f)) + ".*fingerprints differ"):
+        S.import_stats(f, other)
+    with pytest.raises(ValueError, match=r"holds the statistics of layers \[0, 1\], not of \[3\]"):
+        S.import_stats(f, model, layers=[1, 3])
+    blob = torch.load(f, weights_only=True)
+    blob["stats"]["1"]["sum"][3, 3] *= 2
+    bad = tmp_path / "bad.pt"
+    torch.save(blob, bad)
+    with pytest.raises(ValueError, match=re.escape(str(bad)) + " is damaged"):
+        S.import_stats(bad, model)
+    cut = tmp_path / "cut.pt"
+    cut.write_bytes(f.read_bytes()[:500])
+    with pytest.raises(ValueError, match=re.escape(str(cut)) + ".*cannot be read"):
+        S.import_stats(cut, model)
+    with pytest.raises(ValueError, match="not a statistics export"):
+        S.import_stats(_stats_file(model, st, 0), model)             # a cache file is not an export
+    with pytest.raises(ValueError, match="does not exist"):
+        S.import_stats(tmp_path / "nope.pt", model)
+
+
+def test_import_rome_npz_gives_K_Kt_over_n(tiny, cache, tmp_path):
+    """ROME/MEMIT layout: mom2.mom2 = Σ k kᵀ (the running sum), mom2.count = n; C0 = sum / n."""
+    model, _ = tiny
+    n, d = 500, 96
+    K = torch.randn(d, n, dtype=torch.float64, generator=torch.Generator().manual_seed(0))   # keys as columns
+    folder = tmp_path / "wikipedia_stats"
+    folder.mkdir()
+    path = folder / "model.layers.2.mlp.down_proj_float64_mom2_500.npz"
+    np.savez(path, **{"mom2.mom2": (K @ K.T).numpy(), "mom2.count": np.array(n),
+                      "mom2.constructor": np.array("util.runningstats.SecondMoment()")})
+    st = S.import_stats(path, model)
+    assert sorted(st) == [2] and st.n_tokens == n and st.corpus_id == "rome-wikipedia"
+    torch.testing.assert_close(st.cov(2), K @ K.T / n, rtol=1e-12, atol=0)
+    assert st[2].count == n
+    back = S.layer_stats(model, None, [2], "rome-wikipedia", n_tokens=n, progress=False)   # now in the cache
+    torch.testing.assert_close(back.cov(2), K @ K.T / n, rtol=1e-12, atol=0)
+    # float32, as ROME usually saves it; a name without the module: the layer is given
+    plain = tmp_path / "stats.npz"
+    np.savez(plain, **{"mom2.mom2": (K @ K.T).numpy().astype(np.float32), "mom2.count": np.array(n)})
+    with pytest.raises(ValueError, match="cannot tell which layer"):
+        S.import_stats(plain, model)
+    st32 = S.import_stats(plain, model, layers=[1], corpus_id="my-corpus")
+    assert st32.corpus_id == "my-corpus" and sorted(st32) == [1]
+    torch.testing.assert_close(st32.cov(1), K @ K.T / n, rtol=1e-6, atol=0)
+    with pytest.raises(ValueError, match="names layer 2, but layer 3"):
+        S.import_stats(path, model, layers=[3])
+
+
+def test_import_rome_npz_refusals(tiny, cache, tmp_path):
+    model, _ = tiny
+    small = tmp_path / "layer-1.npz"
+    np.savez(small, **{"mom2.mom2": np.eye(8), "mom2.count": np.array(10)})
+    with pytest.raises(ValueError, match=re.escape(str(small)) + ".*8×8.*d_ff = 96.*another model"):
+        S.import_stats(small, model)
+    only_mean = tmp_path / "layer-1-mean.npz"
+    np.savez(only_mean, **{"mean.mean": np.zeros(96), "mean.count": np.array(10)})
+    with pytest.raises(ValueError, match="no 'mom2.mom2' and 'mom2.count'"):
+        S.import_stats(only_mean, model)
+    asym = tmp_path / "layer-1-asym.npz"
+    A = np.arange(96 * 96, dtype=np.float64).reshape(96, 96)
+    np.savez(asym, **{"mom2.mom2": A, "mom2.count": np.array(10)})
+    with pytest.raises(ValueError, match="not a finite, symmetric"):
+        S.import_stats(asym, model)
+    junk = tmp_path / "layer-1-junk.npz"
+    junk.write_bytes(b"not a zip file")
+    with pytest.raises(ValueError, match=re.escape(str(junk)) + ".*cannot be read"):
+        S.import_stats(junk, model)
 
 
 # ------------------------------------------------------------------------------------------------

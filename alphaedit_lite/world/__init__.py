@@ -18,13 +18,15 @@ Command line: `python -m alphaedit_lite.world train|eval|show` (see `__main__`).
 held-out phrasings are chosen is explained in `alphaedit_lite.world.generate`.
 """
 from .generate import RELATION_IDS, Fact, Probe, Relation, World, generate_world
-from .model import (build_tokenizer, default_world_dir, evaluate_world_model, k0_corpus, load_tiny_world,
-                    make_config, make_model, predict_next, probe_accuracy, save_tiny_world, target_token_id)
+from .model import (build_tokenizer, default_world_dir, evaluate_world_model, k0_corpus, load_subword_world,
+                    load_tiny_world, load_world_model, make_config, make_model, predict_next, probe_accuracy,
+                    save_tiny_world, target_token_id)
 from .train import DEFAULTS, train_and_save, train_world_model
 
 __all__ = [
     "RELATION_IDS", "Fact", "Probe", "Relation", "World", "generate_world",
     "build_tokenizer", "default_world_dir", "evaluate_world_model", "k0_corpus", "load_tiny_world",
+    "load_subword_world", "load_world_model",
     "make_config", "make_model", "predict_next", "probe_accuracy", "save_tiny_world", "target_token_id",
     "DEFAULTS", "train_and_save", "train_world_model",
 ]

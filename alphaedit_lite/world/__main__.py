@@ -1,6 +1,7 @@
 """Command line of the tiny world: `python -m alphaedit_lite.world {train,eval,show}`.
 
     python -m alphaedit_lite.world train [--out DIR] [--subjects N] [--seed S] [--steps K] ...
+    python -m alphaedit_lite.world train-subword [--out DIR] [--set KEY=VALUE ...]
     python -m alphaedit_lite.world eval [--path DIR] [--max-probes N]
     python -m alphaedit_lite.world show [--path DIR] [--n 5]
 
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 import time
 
@@ -30,6 +32,24 @@ def _cmd_train(a: argparse.Namespace) -> int:
     print(f"after float16 save/load: {metrics['saved_train_acc']:.4f} / {metrics['saved_heldout_acc']:.4f}")
     print(f"wrote {a.out} (training took {metrics['train_seconds']:.0f} s wall, "
           f"{metrics['train_cpu_seconds']:.0f} s CPU on {metrics['threads']} thread(s))")
+    return 0
+
+
+def _cmd_train_subword(a: argparse.Namespace) -> int:
+    from .subword import SUBWORD_DEFAULTS, train_and_save_subword
+
+    overrides = {}
+    for item in a.set or []:
+        key, sep, value = item.partition("=")
+        if not sep or key not in SUBWORD_DEFAULTS:
+            raise ValueError(f"--set takes KEY=VALUE with KEY one of {sorted(SUBWORD_DEFAULTS)}, got {item!r}")
+        overrides[key] = json.loads(value)
+    m = train_and_save_subword(a.out, **overrides)
+    print(f"training phrasings: top-1 accuracy {m['train_acc']:.4f}; held-out phrasings {m['heldout_acc']:.4f}; "
+          f"record paraphrases {m['paraphrase_acc']:.4f}; background perplexity {math.exp(m['background_nll']):.3f}")
+    print(f"after float16 save/load: {m['saved_train_acc']:.4f} / {m['saved_heldout_acc']:.4f}")
+    print(f"wrote {a.out} ({m['shipped_bytes'] / 1e6:.1f} MB; {m['total_seconds']:.0f} s in all, "
+          f"{m['train_cpu_seconds']:.0f} s CPU of training on {m['threads']} thread(s))")
     return 0
 
 
@@ -94,6 +114,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="torch CPU threads (results do not depend on it; use 1 on a busy machine)")
     q.add_argument("--eval-every", type=int, default=0, help="print sampled accuracies every N steps")
     q.set_defaults(func=_cmd_train)
+
+    q = sub.add_parser("train-subword", help="train the subword world (facts at the subject, background text)")
+    q.add_argument("--out", default="runs/subword_world", help="output folder (default runs/subword_world)")
+    q.add_argument("--set", action="append", metavar="KEY=VALUE",
+                   help="change a setting of alphaedit_lite.world.subword.SUBWORD_DEFAULTS (JSON value)")
+    q.set_defaults(func=_cmd_train_subword)
 
     for name, fn, hlp in (("eval", _cmd_eval, "accuracies of the shipped (or --path) model"),
                           ("show", _cmd_show, "print a few prompts and the model's answers")):

@@ -18,11 +18,11 @@ import random
 import torch
 
 from ..covariance import SecondMoment
-from ..stats import LayerStats, collect_second_moments, model_id, stats_cache_path
+from ..stats import LayerStats, collect_second_moments, load_cached_stats, model_id, save_cached_stats
 from .generate import World
 from .model import probe_accuracy
 
-__all__ = ["world_stats", "edited_facts", "world_probe_prompts", "unedited_probes_sample", "unedited_accuracy",
+__all__ = ["world_stats", "subword_stats", "sentence_stats", "perplexity_ratio", "edited_facts", "world_probe_prompts", "unedited_probes_sample", "unedited_accuracy",
            "untouched_accuracy"]
 
 
@@ -51,33 +51,54 @@ def world_stats(model, tok, world: World, layers, *, exclude=None, cache: bool =
     Returns a :class:`~alphaedit_lite.stats.LayerStats` usable as ``stats=`` of every editing method.
     Cached like :func:`alphaedit_lite.stats.layer_stats` (by model fingerprint, so an edited model reuses it).
     """
+    done = edited_facts(exclude or [])
+    return sentence_stats(model, tok, k0_sentences(world, exclude), _corpus_id(world, done), layers,
+                          cache=cache, batch_size=batch_size, progress=progress, desc="tiny-world key statistics")
+
+
+#: background sentences of the subword world's K0 (about 94,000 tokens)
+SUBWORD_K0_SENTENCES = 12_000
+
+
+def subword_stats(model, tok, world: World, layers, *, n_sentences: int = SUBWORD_K0_SENTENCES,
+                  cache: bool = True, batch_size: int = 512, progress: bool = False) -> LayerStats:
+    """C0 of the subword world: keys of ``n_sentences`` background sentences (split "k0"), none about its facts."""
+    from .background import background_sentences
+
+    cid = f"subword-world-{world.n_subjects}s-seed{world.seed}-background-k0-{n_sentences}"
+    return sentence_stats(model, tok, background_sentences(world, "k0", n_sentences), cid, layers,
+                          cache=cache, batch_size=batch_size, progress=progress,
+                          desc="subword-world key statistics")
+
+
+def sentence_stats(model, tok, sentences: list[str], corpus_id: str, layers, *, cache: bool = True,
+                   batch_size: int = 512, progress: bool = False, desc: str = "key statistics") -> LayerStats:
+    """C0 of each layer from ``sentences`` (one row each, no special tokens), cached by model and corpus id."""
     from ..keys import right_pad
     from ..models import arch_spec
 
     layers = sorted({int(x) for x in layers})
     spec = arch_spec(model)
-    done = edited_facts(exclude or [])
-    mid, cid = model_id(model), _corpus_id(world, done)
+    mid = model_id(model)
     names = {l: spec.rewrite_name(l) for l in layers}
-    ids = [tok(s, add_special_tokens=False).input_ids for s in k0_sentences(world, exclude)]
+    ids = [tok(s, add_special_tokens=False).input_ids for s in sentences]
     n_tokens = sum(len(x) for x in ids)
     out: dict[int, SecondMoment] = {}
     missing = []
     for l in layers:
-        p = stats_cache_path(mid, names[l], cid, n_tokens)
-        if cache and p.is_file():
-            out[l] = SecondMoment.load(p)
-        else:
+        sm = load_cached_stats(model, names[l], corpus_id, n_tokens) if cache else None
+        if sm is None:
             missing.append(l)
+        else:
+            out[l] = sm
     if missing:
         X, M = right_pad(ids, tok.pad_token_id)                        # (n_sentences, longest)
-        got = collect_second_moments(model, X, M, missing, batch_size=batch_size, progress=progress,
-                                     desc="tiny-world key statistics")
+        got = collect_second_moments(model, X, M, missing, batch_size=batch_size, progress=progress, desc=desc)
         for l, sm in got.items():
             out[l] = sm
             if cache:
-                sm.save(stats_cache_path(mid, names[l], cid, n_tokens))
-    return LayerStats(out, model_id=mid, corpus_id=cid, n_tokens=n_tokens, module_names=names)
+                save_cached_stats(model, names[l], corpus_id, n_tokens, sm)
+    return LayerStats(out, model_id=mid, corpus_id=corpus_id, n_tokens=n_tokens, module_names=names)
 
 
 def edited_facts(edited) -> set[tuple[str, str]]:
@@ -128,3 +149,22 @@ def unedited_accuracy(model, tok, world: World, edited, k: int | None = 1000, se
     probes = unedited_probes_sample(world, edited, k, seed)
     with torch.no_grad():
         return 100.0 * probe_accuracy(model, tok, probes)
+
+
+#: held-out background sentences on which the subword world's perplexity is compared
+HELDOUT_SENTENCES = 1000
+
+
+def perplexity_ratio(model, tok, world: World, base_nll: float, n_sentences: int = HELDOUT_SENTENCES) -> float:
+    """Perplexity of held-out background text now, divided by the unedited model's (exp(nll − base_nll)).
+
+    This is what AlphaEdit's projection protects most directly: background text is where K0 came from.
+    ``base_nll``: :func:`alphaedit_lite.world.subword.background_nll` of the unedited model on the same
+    sentences (``background_sentences(world, "heldout", n_sentences)``).
+    """
+    import math
+
+    from .background import background_sentences
+    from .subword import background_nll
+
+    return math.exp(background_nll(model, tok, background_sentences(world, "heldout", n_sentences)) - base_nll)

@@ -443,8 +443,14 @@ class World:
 
 
 def generate_world(n_subjects: int = 2000, seed: int = 0, n_relations: int = 5,
-                   n_phrasings: int = 5) -> World:
+                   n_phrasings: int = 5, names: str = "unique", family_size: int = 10) -> World:
     """Generate the fictional world deterministically from `seed`.
+
+    names: "unique" (the tiny world: a first name from a small pool and a unique last name) or
+    "families" (the subword world: families of ``family_size`` people share a first name and a
+    family stem and differ only in the name's last part, "Varo Quil-dor", "Varo Quil-len"; every
+    last part is shared across families, so who someone is becomes known only at the name's LAST
+    token, as ROME/MEMIT/AlphaEdit assume).
 
     n_subjects: people (>= 2; the shipped world has 2000). n_relations: 1..5 relations, taken in
     the order birthplace (P19), native language (P103), profession (P106), employer (P108),
@@ -475,11 +481,29 @@ def generate_world(n_subjects: int = 2000, seed: int = 0, n_relations: int = 5,
                "P1303": list(_INSTRUMENTS)}
 
     nrng = random.Random(f"alphaedit-lite-world/names/{seed}")
-    n_first = max(8, min(300, n_subjects // 8))
-    firsts = _unique_words(nrng, n_first, lambda: _name(nrng, 2, nrng.random() < 0.4), taken, "first names")
-    lasts = _unique_words(nrng, n_subjects, lambda: _name(nrng, nrng.choice((2, 2, 2, 3)), nrng.random() < 0.7),
-                          taken, "last names")
-    first_of = [nrng.choice(firsts) for _ in range(n_subjects)]
+    if names == "unique":
+        n_first = max(8, min(300, n_subjects // 8))
+        firsts = _unique_words(nrng, n_first, lambda: _name(nrng, 2, nrng.random() < 0.4), taken, "first names")
+        lasts = _unique_words(nrng, n_subjects, lambda: _name(nrng, nrng.choice((2, 2, 2, 3)), nrng.random() < 0.7),
+                              taken, "last names")
+        first_of = [nrng.choice(firsts) for _ in range(n_subjects)]
+    elif names == "families":
+        if isinstance(family_size, bool) or not isinstance(family_size, int) or family_size < 2:
+            raise ValueError(f"family_size must be an int ≥ 2, got {family_size!r}")
+        n_fam = -(-n_subjects // family_size)
+        ends = _unique_words(nrng, family_size, lambda: (nrng.choice(_ONSETS) + nrng.choice(_SIMPLE_VOWELS)
+                                                         + nrng.choice(_STEM_CODAS)), taken, "name endings")
+        stems = _unique_words(nrng, n_fam, lambda: _name(nrng, nrng.choice((1, 2)), nrng.random() < 0.5),
+                              taken, "family stems")
+        firsts = _unique_words(nrng, max(8, min(300, n_fam // 2)), lambda: _name(nrng, 2, nrng.random() < 0.4),
+                               taken, "first names")
+        fam_first = [nrng.choice(firsts) for _ in range(n_fam)]
+        people = [(fam_first[f], f"{stems[f]}-{ends[j]}") for f in range(n_fam) for j in range(family_size)]
+        people = people[:n_subjects]
+        nrng.shuffle(people)          # families are not edited one after the other
+        first_of, lasts = [p[0] for p in people], [p[1] for p in people]
+    else:
+        raise ValueError(f"names must be 'unique' or 'families', got {names!r}")
 
     frng = random.Random(f"alphaedit-lite-world/facts/{seed}")
     relations, objects_of = [], {}

@@ -108,6 +108,33 @@ def default_world_dir() -> Path:
     return DATA_DIR / "tiny_world"
 
 
+def load_world_model(path: str | Path, device=None):
+    """Load an organism folder written by `save_tiny_world` (tiny or subword world), float32, eval mode.
+
+    The model class comes from the folder's config (`LlamaForCausalLM` for the tiny world,
+    `Qwen2ForCausalLM` for the subword world). Returns (model, tokenizer, world).
+    """
+    from transformers import AutoModelForCausalLM, PreTrainedTokenizerFast
+
+    from ..device import pick_device
+
+    p = Path(path)
+    missing = [f for f in ("config.json", "model.safetensors", "tokenizer.json", WORLD_FILE)
+               if not (p / f).is_file()]
+    if missing:
+        raise FileNotFoundError(f"{p} is not a world-model folder (missing {', '.join(missing)}); "
+                                "train one with `python -m alphaedit_lite.world train --out DIR` "
+                                "(or `train-subword`)")
+    dev = pick_device(device)
+    # Stored in float16; cast to float32 (editing solves need it). No dtype argument: its name
+    # changed across transformers versions (torch_dtype -> dtype).
+    model = AutoModelForCausalLM.from_pretrained(p, local_files_only=True)
+    model.float().to(dev).eval()
+    tok = PreTrainedTokenizerFast.from_pretrained(p, local_files_only=True)
+    world = World.load(p / WORLD_FILE)
+    return model, tok, world
+
+
 def load_tiny_world(path: str | Path | None = None, device=None):
     """Load the tiny world's model (float32, eval mode), tokenizer and `World`; no network, no training.
 
@@ -115,24 +142,14 @@ def load_tiny_world(path: str | Path | None = None, device=None):
     (default: the shipped `data/tiny_world/`). device: passed to `pick_device` (default: its choice).
     Returns (model, tokenizer, world).
     """
-    from transformers import LlamaForCausalLM, PreTrainedTokenizerFast
+    return load_world_model(path if path is not None else default_world_dir(), device=device)
 
-    from ..device import pick_device
 
-    p = Path(path) if path is not None else default_world_dir()
-    missing = [f for f in ("config.json", "model.safetensors", "tokenizer.json", WORLD_FILE)
-               if not (p / f).is_file()]
-    if missing:
-        raise FileNotFoundError(f"{p} is not a tiny-world folder (missing {', '.join(missing)}); "
-                                "train one with `python -m alphaedit_lite.world train --out DIR`")
-    dev = pick_device(device)
-    # Stored in float16; cast to float32 (editing solves need it). No dtype argument: its name
-    # changed across transformers versions (torch_dtype -> dtype).
-    model = LlamaForCausalLM.from_pretrained(p, local_files_only=True)
-    model.float().to(dev).eval()
-    tok = PreTrainedTokenizerFast.from_pretrained(p, local_files_only=True)
-    world = World.load(p / WORLD_FILE)
-    return model, tok, world
+def load_subword_world(path: str | Path | None = None, device=None):
+    """Load the subword world (default: the shipped `data/subword_world/`); see `alphaedit_lite.world.subword`."""
+    from .subword import default_subword_dir
+
+    return load_world_model(path if path is not None else default_subword_dir(), device=device)
 
 
 def k0_corpus(world: World | None = None) -> list[str]:

@@ -187,26 +187,47 @@ def train_world_model(world: World | None = None, *, n_subjects: int = DEFAULTS[
 def _train(world, log, *, seed, steps, batch_size, lr, object_weight, name_weight, d_model, n_layers,
            n_heads, mlp_mult, warmup, weight_decay, max_pack, pack_prob, warm_subjects, warm_steps,
            warm_target, eval_every, eval_probes):
+    tok = build_tokenizer(world)
+    model = make_model(tok, seed=seed, d_model=d_model, n_layers=n_layers, n_heads=n_heads, mlp_mult=mlp_mult)
+    ids, weights, subject_of = _encode_sentences(world, tok, object_weight, name_weight)
+    settings = dict(seed=seed, steps=steps, batch_size=batch_size, lr=lr, object_weight=object_weight,
+                    name_weight=name_weight, d_model=d_model, n_layers=n_layers, n_heads=n_heads,
+                    pack_prob=pack_prob)
+    return fit(model, tok, world, ids, weights, subject_of, log=log, seed=seed, steps=steps,
+               batch_size=batch_size, lr=lr, warmup=warmup, weight_decay=weight_decay, max_pack=max_pack,
+               pack_prob=pack_prob, warm_subjects=warm_subjects, warm_steps=warm_steps, warm_target=warm_target,
+               eval_every=eval_every, eval_probes=eval_probes, settings=settings)
+
+
+def fit(model, tok, world, ids, weights, subject_of, *, log, seed, steps, batch_size, lr, warmup, weight_decay,
+        max_pack, pack_prob, warm_subjects, warm_steps, warm_target, eval_every, eval_probes, settings):
+    """The training loop both organisms share: warm-up curriculum, then cosine-decayed AdamW.
+
+    ``ids``/``weights`` are the training rows (token ids, per-token loss weights); ``subject_of[j]``
+    is the subject index of row j's fact, or −1 for a row that states no fact (background text).
+    Parameters with ``requires_grad=False`` stay as they are. Returns (model, tok, world, metrics);
+    ``settings`` are copied into the metrics.
+    """
     import random
 
     from .model import probe_accuracy
 
-    tok = build_tokenizer(world)
-    model = make_model(tok, seed=seed, d_model=d_model, n_layers=n_layers, n_heads=n_heads, mlp_mult=mlp_mult)
     model.to("cpu").train()
-    ids, weights, subject_of = _encode_sentences(world, tok, object_weight, name_weight)
     batches = _Batcher(ids, weights, batch_size, tok.pad_token_id, max_pack=max_pack,
                        pack_prob=pack_prob, seed=seed)
+    trainable = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
     # Weight decay on the matrices of the blocks, not on norms' gains nor on the (tied) embeddings.
     # Without it (weight_decay=0) the residual stream grows "massive activations" (norms of
     # 1,000-15,000 against ~2 for embeddings) and target vectors cannot move the prediction.
-    decay = [p for n, p in model.named_parameters() if p.ndim >= 2 and "embed" not in n and "lm_head" not in n]
-    no_decay = [p for n, p in model.named_parameters() if not (p.ndim >= 2 and "embed" not in n and "lm_head" not in n)]
+    is_decayed = lambda n, p: p.ndim >= 2 and "embed" not in n and "lm_head" not in n  # noqa: E731
+    decay = [p for n, p in trainable if is_decayed(n, p)]
+    no_decay = [p for n, p in trainable if not is_decayed(n, p)]
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": weight_decay},
                              {"params": no_decay, "weight_decay": 0.0}], lr=lr, betas=(0.9, 0.98))
     n_params = sum(p.numel() for p in model.parameters())
-    log(f"world: {world.n_subjects} subjects, {len(world.relations)} relations, {len(ids)} training "
-        f"sentences; model: {n_params / 1e6:.2f} M parameters, vocab {len(tok)}")
+    n_facts = sum(1 for i in subject_of if i >= 0)
+    log(f"world: {world.n_subjects} subjects, {len(world.relations)} relations, {n_facts} fact sentences, "
+        f"{len(ids) - n_facts} background sentences; model: {n_params / 1e6:.2f} M parameters, vocab {len(tok)}")
 
     def train_step(batcher, step_lr) -> float:
         for gr in opt.param_groups:
@@ -221,7 +242,7 @@ def _train(world, log, *, seed, steps, batch_size, lr, object_weight, name_weigh
         loss = (ce * w).sum() / w.sum()
         opt.zero_grad(set_to_none=True)
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        torch.nn.utils.clip_grad_norm_([p for _, p in trainable], 1.0)
         opt.step()
         return loss.item()
 
@@ -234,7 +255,7 @@ def _train(world, log, *, seed, steps, batch_size, lr, object_weight, name_weigh
     # 10 epochs (circuit and subject embeddings must co-adapt). Once circuits exist, new people
     # are learnt within a couple of epochs.
     if 0 < warm_subjects < world.n_subjects and warm_steps > 0:
-        sub = [j for j, i in enumerate(subject_of) if i < warm_subjects]
+        sub = [j for j, i in enumerate(subject_of) if 0 <= i < warm_subjects]
         warm = _Batcher([ids[j] for j in sub], [weights[j] for j in sub], batch_size, tok.pad_token_id,
                         max_pack=max_pack, pack_prob=pack_prob, seed=seed + 1)
         rng = random.Random(f"warm/{seed}")
@@ -269,12 +290,11 @@ def _train(world, log, *, seed, steps, batch_size, lr, object_weight, name_weigh
     train_s, train_cpu = time.perf_counter() - t0, time.process_time() - c0
     model.eval()
     metrics = evaluate_world_model(model, tok, world)
+    metrics.update(settings)
     metrics.update(final_loss=round(ema, 6), train_seconds=round(train_s, 1),
                    train_cpu_seconds=round(train_cpu, 1), threads=torch.get_num_threads(),
                    n_params=n_params, epochs=round(batches.epochs, 2), warm_steps_done=warm_done,
-                   n_subjects=world.n_subjects, world_seed=world.seed, seed=seed, steps=steps,
-                   batch_size=batch_size, lr=lr, weight_decay=weight_decay, object_weight=object_weight,
-                   name_weight=name_weight, d_model=d_model, n_layers=n_layers, n_heads=n_heads, pack_prob=pack_prob,
+                   n_subjects=world.n_subjects, world_seed=world.seed, weight_decay=weight_decay,
                    warm_subjects=warm_subjects, warm_steps=warm_steps, warm_target=warm_target)
     log(f"trained in {train_s:.0f}s ({train_cpu:.0f}s CPU): top-1 accuracy {metrics['train_acc']:.4f} in "
         f"training phrasings, {metrics['heldout_acc']:.4f} in held-out phrasings, "

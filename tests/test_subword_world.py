@@ -1,0 +1,117 @@
+"""The subword world: background text, the BPE tokenizer, the local-attention model, training, shipping."""
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from alphaedit_lite.world import generate_world, load_world_model
+from alphaedit_lite.world.background import SPLITS, background_sentences, other_names
+from alphaedit_lite.world.subword import (SUBWORD_DEFAULTS, build_subword_tokenizer, default_subword_dir,
+                                          make_subword_model, train_and_save_subword, train_subword_world)
+
+
+@pytest.fixture(scope="module")
+def small_world():
+    return generate_world(n_subjects=40, seed=3)
+
+
+def test_background_is_seeded_split_and_about_nobody(small_world):
+    a = background_sentences(small_world, "k0", 300)
+    assert a == background_sentences(small_world, "k0", 300)                 # a pure function of the seed
+    assert a != background_sentences(small_world, "heldout", 300)
+    assert len(set(a) & set(background_sentences(small_world, "train", 300))) < 30   # short ones may repeat
+    words = {w for s in a for w in s.split()}
+    assert not words & set(small_world.last_names), "background text must not name the world's subjects"
+    assert not set(other_names(small_world, 200)) & set(small_world.last_names)
+    assert all(s.endswith(" .") and s[0].isupper() for s in a)
+    with pytest.raises(ValueError, match="split must be one of"):
+        background_sentences(small_world, "test", 3)
+    with pytest.raises(ValueError, match="non-negative int"):
+        background_sentences(small_world, "k0", -1)
+    assert SPLITS == ("train", "k0", "heldout")
+
+
+def test_tokenizer_splits_names_and_keeps_objects_whole(small_world):
+    texts = small_world.training_sentences() + background_sentences(small_world, "train", 400)
+    tok = build_subword_tokenizer(small_world, texts, vocab_size=300)
+    for rel in small_world.relations:
+        for o in rel.objects:
+            assert len(tok(" " + o, add_special_tokens=False).input_ids) == 1, o
+    pieces = [len(tok(" " + n, add_special_tokens=False).input_ids) for n in small_world.last_names]
+    assert sum(pieces) / len(pieces) > 1.5, "names should be composed of several subword tokens"
+    assert tok.decode(tok(small_world.subjects[0], add_special_tokens=False).input_ids) == small_world.subjects[0]
+    with pytest.raises(ValueError, match="vocab_size"):
+        build_subword_tokenizer(small_world, texts, vocab_size=10)
+
+
+def test_local_layers_cannot_see_far_back(small_world):
+    texts = small_world.training_sentences()
+    tok = build_subword_tokenizer(small_world, texts, vocab_size=300)
+    model = make_subword_model(tok, d_model=32, n_layers=3, n_local=2, window=3, n_heads=4, d_mlp=64).eval()
+    assert model.config.layer_types == ["sliding_attention", "sliding_attention", "full_attention"]
+    ids = torch.randint(5, len(tok), (1, 12))
+    changed = ids.clone()
+    changed[0, 0] = 4 if int(ids[0, 0]) != 4 else 5
+    outs = {}
+    for name, x in (("a", ids), ("b", changed)):
+        with torch.no_grad():
+            outs[name] = model(input_ids=x, output_hidden_states=True).hidden_states
+    # hidden_states[l + 1] is block l's output; two local layers of window 3 reach 4 tokens back
+    assert torch.allclose(outs["a"][2][0, 5:], outs["b"][2][0, 5:], atol=1e-6)
+    assert not torch.allclose(outs["a"][3][0, 5:], outs["b"][3][0, 5:], atol=1e-6)   # full attention sees it
+    frozen = make_subword_model(tok, d_model=32, n_layers=3, n_local=2, d_mlp=64, global_mlps=False)
+    assert float(frozen.model.layers[2].mlp.down_proj.weight.abs().sum()) == 0.0
+    assert not frozen.model.layers[2].mlp.down_proj.weight.requires_grad
+    with pytest.raises(ValueError, match="n_local"):
+        make_subword_model(tok, n_layers=3, n_local=3)
+
+
+def test_micro_training_run_saves_and_reloads(tmp_path):
+    """The training command end to end, in a micro version (the shipped one takes ~25 min)."""
+    m = train_and_save_subword(tmp_path / "w", log=None, n_subjects=30, steps=40, warm_subjects=0, d_model=32,
+                               d_mlp=64, vocab_size=300, batch_size=32, threads=1)
+    for k in ("train_acc", "heldout_acc", "background_nll", "last_name_tokens_mean", "saved_train_acc",
+              "shipped_bytes", "total_seconds"):
+        assert k in m, k
+    assert m["organism"] == "subword-world"
+    saved = json.loads((tmp_path / "w" / "metrics.json").read_text())
+    assert saved["train_acc"] == m["train_acc"]
+    model, tok, world = load_world_model(tmp_path / "w", device="cpu")
+    assert type(model).__name__ == "Qwen2ForCausalLM" and world.n_subjects == 30
+    assert m["background_nll"] < 7.0     # it learnt something of the background language (uniform: ln 300)
+    with pytest.raises(ValueError, match="unknown setting"):
+        train_subword_world(log=None, nonsense=1)
+
+
+@pytest.mark.skipif(not (default_subword_dir() / "model.safetensors").is_file(), reason="shipped organism missing")
+def test_shipped_subword_world_knows_its_facts():
+    from alphaedit_lite.world import evaluate_world_model, load_subword_world
+
+    model, tok, world = load_subword_world(device="cpu")
+    m = evaluate_world_model(model, tok, world, max_probes=600)
+    assert m["train_acc"] > 0.95 and m["heldout_acc"] > 0.9, m
+    assert sum(f.stat().st_size for f in default_subword_dir().iterdir()) < 20e6
+    metrics = json.loads((default_subword_dir() / "metrics.json").read_text())
+    assert metrics["organism"] == "subword-world"
+    # the defaults of the training command are the settings the shipped model was trained with
+    differ = {k: (v, metrics[k]) for k, v in SUBWORD_DEFAULTS.items() if k in metrics and metrics[k] != v}
+    assert not differ, f"SUBWORD_DEFAULTS differ from data/subword_world/metrics.json: {differ}"
+    assert model.config.layer_types[:2] == ["sliding_attention"] * 2 and model.config.sliding_window == 3
+
+
+def test_family_names_share_everything_but_the_last_part():
+    w = generate_world(n_subjects=30, seed=1, names="families", family_size=5)
+    assert len(set(w.last_names)) == 30
+    stems = {}
+    for first, last in zip(w.first_names, w.last_names):
+        stem, end = last.split("-")
+        stems.setdefault(stem, set()).add((first, end))
+    assert len(stems) == 6 and all(len(v) == 5 and len({f for f, _ in v}) == 1 for v in stems.values())
+    assert len({last.split("-")[1] for last in w.last_names}) == 5      # endings are shared across families
+    assert generate_world(n_subjects=30, seed=1).last_names != w.last_names   # "unique" is unchanged
+    with pytest.raises(ValueError, match="names must be"):
+        generate_world(n_subjects=30, names="other")
+    with pytest.raises(ValueError, match="family_size"):
+        generate_world(n_subjects=30, names="families", family_size=1)
