@@ -80,12 +80,13 @@ def test_micro_training_run_saves_and_reloads(tmp_path):
     assert saved["train_acc"] == m["train_acc"]
     model, tok, world = load_world_model(tmp_path / "w", device="cpu")
     assert type(model).__name__ == "Qwen2ForCausalLM" and world.n_subjects == 30
-    assert m["background_nll"] < 7.0     # it learnt something of the background language (uniform: ln 300)
+    import math
+    # it learnt something of the background language: better than a uniform guess over the vocabulary
+    assert m["background_nll"] < math.log(len(tok)) - 0.5, (m["background_nll"], math.log(len(tok)))
     with pytest.raises(ValueError, match="unknown setting"):
         train_subword_world(log=None, nonsense=1)
 
 
-@pytest.mark.skipif(not (default_subword_dir() / "model.safetensors").is_file(), reason="shipped organism missing")
 def test_shipped_subword_world_knows_its_facts():
     from alphaedit_lite.world import evaluate_world_model, load_subword_world
 

@@ -262,8 +262,8 @@ def test_patch_subject_state(tiny):
     from alphaedit_lite.models import num_layers
     r = patch_subject_state(model, tok, pairs, layer=num_layers(model) - 1)
     clean = [int(model(input_ids=torch.tensor([tok(p).input_ids])).logits[0, -1].argmax()) for p, *_ in pairs]
-    if clean[0] != clean[1]:
-        assert r["changed"] == 1.0 and r["became_b"] == 1.0
+    assert clean[0] != clean[1], "pick two prompts with different answers, or the check below says nothing"
+    assert r["changed"] == 1.0 and r["became_b"] == 1.0
     with pytest.raises(ValueError, match="out of range"):
         patch_subject_state(model, tok, same, layer=99)
     with pytest.raises(ValueError, match="no pairs"):

@@ -1,4 +1,8 @@
-"""Editing the tiny world: its K0 statistics, probe prompts and the accuracy on unedited facts.
+"""Editing the organisms: K0 statistics, probe prompts, accuracy on unedited facts, background perplexity.
+
+The subword world's K0 comes from held-out background sentences (:func:`subword_stats`) and its
+edits are also judged by the perplexity of other background sentences (:func:`perplexity_ratio`);
+the rest of this docstring is about the tiny world.
 
 AlphaEdit's preserved keys K0 (Eq. 2-8 of the paper) are, for the tiny world, the rewrite-module
 inputs at every token of its own training text: everything the model was taught. The statistics

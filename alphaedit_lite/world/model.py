@@ -108,6 +108,13 @@ def default_world_dir() -> Path:
     return DATA_DIR / "tiny_world"
 
 
+def default_subword_dir() -> Path:
+    """Where the shipped subword world lives: `data/subword_world/` in the project (or the installed data)."""
+    from ..paths import DATA_DIR
+
+    return DATA_DIR / "subword_world"
+
+
 def load_world_model(path: str | Path, device=None):
     """Load an organism folder written by `save_tiny_world` (tiny or subword world), float32, eval mode.
 
@@ -147,8 +154,6 @@ def load_tiny_world(path: str | Path | None = None, device=None):
 
 def load_subword_world(path: str | Path | None = None, device=None):
     """Load the subword world (default: the shipped `data/subword_world/`); see `alphaedit_lite.world.subword`."""
-    from .subword import default_subword_dir
-
     return load_world_model(path if path is not None else default_subword_dir(), device=device)
 
 

@@ -40,7 +40,8 @@ import torch
 
 from .background import background_sentences
 from .generate import World, generate_world
-from .model import METRICS_FILE, PAD, BOS, EOS, UNK, SPECIAL_TOKENS, evaluate_world_model, save_tiny_world
+from .model import (METRICS_FILE, PAD, BOS, EOS, UNK, SPECIAL_TOKENS, default_subword_dir,  # noqa: F401
+                    evaluate_world_model, load_world_model, save_tiny_world)
 
 __all__ = ["SUBWORD_DEFAULTS", "build_subword_tokenizer", "make_subword_model", "train_subword_world",
            "train_and_save_subword", "default_subword_dir"]
@@ -51,13 +52,6 @@ SUBWORD_DEFAULTS = dict(n_subjects=2000, seed=0, names="unique", family_size=10,
                         global_mlps=False, vocab_size=1200, background_share=0.25, warmup=100,
                         weight_decay=0.1, threads=1, max_pack=3, pack_prob=0.25, warm_subjects=400,
                         warm_steps=2000, warm_target=0.9)
-
-
-def default_subword_dir() -> Path:
-    """Where the shipped subword world lives: `data/subword_world/` in the project."""
-    from ..paths import DATA_DIR
-
-    return DATA_DIR / "subword_world"
 
 
 def build_subword_tokenizer(world: World, texts: list[str], vocab_size: int = 1200):
@@ -199,8 +193,6 @@ def background_nll(model, tok, sentences: list[str], batch_size: int = 256) -> f
 
 def train_and_save_subword(out_dir, log=print, **overrides) -> dict:
     """Train, save (float16), reload and re-measure; writes metrics.json; returns the metrics."""
-    from .model import load_world_model
-
     t0 = time.perf_counter()
     model, tok, world, metrics = train_subword_world(log=log, **overrides)
     out = save_tiny_world(model, tok, world, out_dir)
