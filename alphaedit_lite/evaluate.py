@@ -55,6 +55,7 @@ __all__ = [
     "zsre_metrics",
     "evaluate_requests",
     "summarize",
+    "token_nll",
     "RATE_METRICS",
 ]
 
@@ -276,6 +277,31 @@ def target_logprobs(model, tok, prompts: Sequence[str] | str, targets: Sequence[
     sums = torch.stack([t.sum() for t in tok_lp])  # (n,)
     counts = torch.tensor([len(t) for t in tok_lp], dtype=torch.long)
     return TargetScores(sums, sums / counts, counts, tok_lp, tok_ok)  # type: ignore[arg-type]
+
+
+@torch.no_grad()
+def token_nll(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, batch_size: int = 32) -> float:
+    """Mean next-token negative log-likelihood (nats) of right-padded rows, from each row's second token on.
+
+    ``exp`` of it is the perplexity. Used for "is the model still intact" figures: the held-out
+    WikiText-2 perplexity of an edited SmolLM2 and the organisms' held-out background text.
+    """
+    if input_ids.shape != attention_mask.shape or input_ids.dim() != 2 or input_ids.shape[1] < 2:
+        raise ValueError(f"token_nll needs (rows, length ≥ 2) ids and an equal mask, got {tuple(input_ids.shape)} "
+                         f"and {tuple(attention_mask.shape)}")
+    dev = _model_device(model)
+    total, count = 0.0, 0.0
+    with _eval_mode(model):
+        for i in range(0, input_ids.shape[0], batch_size):
+            x, m = input_ids[i:i + batch_size].to(dev), attention_mask[i:i + batch_size].to(dev)
+            logits = model(input_ids=x, attention_mask=m).logits[:, :-1].float()      # (b, T-1, V)
+            lp = torch.log_softmax(logits, -1).gather(-1, x[:, 1:, None])[..., 0]     # (b, T-1)
+            w = m[:, 1:].float() * m[:, :-1].float()
+            total += float(-(lp * w).sum())
+            count += float(w.sum())
+    if count == 0:
+        raise ValueError("token_nll got rows without two consecutive real tokens")
+    return total / count
 
 
 # ----------------------------------------------------------------------------------------------

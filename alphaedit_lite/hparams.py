@@ -61,6 +61,8 @@ __all__ = [
 CHOICES: dict[str, tuple[str, ...]] = {
     "fact_token": ("subject_last", "last"),
     "nullspace_mode": ("absolute", "relative", "energy", "rank"),
+    "v_stop": ("loss", "most_probable"),
+    "v_dtype": ("float32", "bfloat16"),
 }
 
 
@@ -113,6 +115,8 @@ class TargetHParams(BaseHParams):
     clamp_norm_factor: float = 0.75
     kl_factor: float = 0.0625
     v_early_stop_loss: float = 5e-2
+    v_stop: str = "loss"            # "most_probable": also stop once o* is the argmax on every prompt
+    v_dtype: str = "float32"        # "bfloat16": the layers above L run under bf16 autocast
     mom2_dataset: str = "wikitext-2"
     mom2_n_samples: int = 1000
     mom2_seq_len: int = 128
@@ -128,6 +132,9 @@ class TargetHParams(BaseHParams):
         for name in ("v_weight_decay", "kl_factor", "v_early_stop_loss"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be ≥ 0, got {getattr(self, name)}")
+        for name in ("v_stop", "v_dtype"):
+            if getattr(self, name) not in CHOICES[name]:
+                raise ValueError(f"{name} must be one of {', '.join(CHOICES[name])}, got {getattr(self, name)!r}")
         if self.mom2_n_samples < 1 or self.mom2_seq_len < 2:
             raise ValueError("mom2_n_samples must be ≥ 1 and mom2_seq_len ≥ 2")
 

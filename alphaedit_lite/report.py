@@ -189,7 +189,7 @@ def summary_table(runs: dict) -> str:
     extra = [k for k, _ in (("unedited_acc", 0), ("untouched_acc", 0), ("perplexity_ratio", 0))
              if any(k in r for run in loaded.values() for r in run["metrics"])]
     names = {"unedited_acc": "Unedited facts (%)", "untouched_acc": "Untouched subjects (%)",
-             "perplexity_ratio": "Background perplexity ÷ unedited"}
+             "perplexity_ratio": "Held-out perplexity ÷ unedited"}
     head = ["method", "edits", "Eff.", "Gen.", "Spe.", "Flu.", *[names[k] for k in extra],
             "drift (last edited layer)", "drift (final)", "‖W − W₀‖", "time (s)"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
@@ -266,3 +266,73 @@ def plot_embedding_png(runs: dict, path, key="final", method: str = "pca", step:
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
+
+
+#: the files of a run folder that make its record (everything but the weight checkpoint and the lock)
+RECORD_FILES = ("settings.json", "metrics.jsonl", "baseline_hidden.pt")
+
+
+def copy_run_records(runs: dict, dest, provenance: dict | None = None, report_dir=None) -> Path:
+    """Copy the light records of finished runs to ``dest`` (a few MB, no weights), for sharing or shipping.
+
+    Per run ``dest/<folder name>/``: settings.json, metrics.jsonl, baseline_hidden.pt and the LAST
+    saved probe states (hidden/step_*.pt); with ``report_dir`` its summary.md, summary.json and
+    curves.png go to ``dest/report/``; ``provenance`` (the commands, the commit, the machine) is
+    written to ``dest/provenance.json``. The copy loads with :func:`load_run` like the run itself.
+    """
+    import shutil
+
+    dest = Path(dest)
+    for name, d in runs.items():
+        d = Path(d)
+        run = load_run(d)
+        if not run["metrics"] or run["metrics"][-1]["edits"] != run["settings"]["schedule"]["n_edits"]:
+            raise ValueError(f"run {name} in {d} is not finished; finish it (--resume) before copying its records")
+        out = dest / d.name
+        (out / "hidden").mkdir(parents=True, exist_ok=True)
+        for f in RECORD_FILES:
+            if (d / f).is_file():
+                shutil.copy2(d / f, out / f)
+        steps = sorted((d / "hidden").glob("step_*.pt"))
+        for old in (out / "hidden").glob("step_*.pt"):
+            old.unlink()
+        if steps:
+            shutil.copy2(steps[-1], out / "hidden" / steps[-1].name)
+    if report_dir is not None:
+        (dest / "report").mkdir(parents=True, exist_ok=True)
+        for f in ("summary.md", "summary.json", "curves.png"):
+            if (Path(report_dir) / f).is_file():
+                shutil.copy2(Path(report_dir) / f, dest / "report" / f)
+    if provenance is not None:
+        (dest / "provenance.json").write_text(json.dumps(provenance, indent=2) + "\n")
+    return dest
+
+
+#: AlphaEdit paper (Fang et al., ICLR 2025), Table 1: 2,000 sequential CounterFact edits in batches of
+#: 100; Efficacy / Generalization / Specificity (%) and Fluency (n-gram entropy ×100)
+PAPER_TABLE1 = {
+    ("LLaMA3-8B", "MEMIT"): (65.65, 64.65, 51.56, 437.43),
+    ("LLaMA3-8B", "AlphaEdit"): (98.90, 94.22, 67.88, 622.49),
+    ("GPT2-XL", "MEMIT"): (94.70, 85.82, 60.50, 477.26),
+    ("GPT2-XL", "AlphaEdit"): (99.50, 93.95, 66.39, 597.88),
+}
+
+
+def table1_markdown(runs: dict, model: str, unedited: dict | None = None) -> str:
+    """The paper's Table 1 rows beside the last evaluated step of each run in ``runs`` ({label: folder})."""
+    def f(v):
+        return "–" if v is None or _isnan(v) else f"{v:.1f}"
+    head = "| model | method | edits | Eff. | Gen. | Spe. | Flu. | source |"
+    lines = [head, "|---|---|---|---|---|---|---|---|"]
+    for (m, meth), (e, g, sp, fl) in PAPER_TABLE1.items():
+        lines.append(f"| {m} | {meth} | 2000 | {e:.2f} | {g:.2f} | {sp:.2f} | {fl:.2f} | paper, Table 1 |")
+    if unedited is not None:
+        lines.append(f"| {model} | unedited | 0 | {f(unedited.get('efficacy'))} | {f(unedited.get('generalization'))} | "
+                     f"{f(unedited.get('specificity'))} | {f(unedited.get('fluency'))} | measured here |")
+    for name, d in runs.items():
+        rows = load_run(d)["metrics"]
+        if rows:
+            r = rows[-1]
+            lines.append(f"| {model} | {name} | {r['edits']} | {f(r.get('efficacy'))} | {f(r.get('generalization'))} | "
+                         f"{f(r.get('specificity'))} | {f(r.get('fluency'))} | measured here |")
+    return "\n".join(lines)

@@ -495,6 +495,7 @@ def run_sequential(model, tok, requests, hparams, method: str, run_dir: str | os
             done = b + 1
             last = done == schedule.n_batches
             if done % schedule.eval_every == 0 or last:
+                t_eval = time.perf_counter()
                 edited = reqs[: done * schedule.batch_size]
                 sample = [edited[i] for i in _even_sample(len(edited), schedule.eval_limit)]
                 do_fluency = schedule.fluency_limit != 0 and (
@@ -516,6 +517,7 @@ def run_sequential(model, tok, requests, hparams, method: str, run_dir: str | os
                         atomic_torch_save(now, run_dir / "hidden" / f"step_{done:05d}.pt")
                 if extra_eval is not None:
                     row.update(extra_eval(model, tok))
+                row["eval_seconds"] = round(time.perf_counter() - t_eval, 3)
                 row = _json_ready(row)       # NaN/inf -> None, here as in the file and the checkpoint
                 _append_metric(row, metrics_path)
                 rows.append(row)

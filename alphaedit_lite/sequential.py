@@ -121,7 +121,49 @@ def prepare(model_name: str, n_edits: int, *, layers_hint=None, device: str | No
         probes = [k.prompt for k in knowns]
     except (FileNotFoundError, ValueError):
         probes = []
-    return Setup(model_name, model, tok, reqs, None, probes, None, None, time.perf_counter() - t0)
+    extra = heldout_perplexity_eval(model, tok, hp_for_heldout(model_name))
+    return Setup(model_name, model, tok, reqs, None, probes, extra, None, time.perf_counter() - t0)
+
+
+#: held-out WikiText-2 text for the perplexity ratio of real models: rows after the statistics' rows
+HELDOUT_ROWS = 32
+
+
+def hp_for_heldout(model_name: str):
+    """The AlphaEdit hyper-parameters of ``model_name`` (their statistics corpus and size), or None."""
+    from .hparams import load_hparams
+
+    try:
+        return load_hparams("AlphaEdit", model_name)
+    except (FileNotFoundError, ValueError, KeyError):
+        return None
+
+
+def heldout_perplexity_eval(model, tok, hp=None, n_rows: int = HELDOUT_ROWS) -> Callable | None:
+    """An ``extra_eval`` giving ``perplexity_ratio``: held-out corpus perplexity now / unedited.
+
+    The text is the ``n_rows`` rows of ``mom2_seq_len`` tokens of the statistics corpus that come
+    right after the rows K0 was read from (so P never saw them). None when the corpus is unavailable.
+    """
+    import math
+
+    from .evaluate import token_nll
+    from .stats import corpus_tokens
+
+    if hp is None:
+        return None
+    n_stats, seq = hp.mom2_n_samples * hp.mom2_seq_len, hp.mom2_seq_len
+    try:
+        _, ids, mask = corpus_tokens(tok, hp.mom2_dataset, n_stats + n_rows * seq, seq, progress=False)
+    except (FileNotFoundError, ValueError, OSError):
+        return None
+    first = n_stats // seq
+    ids, mask = ids[first:], mask[first:]
+    base = token_nll(model, ids, mask)
+
+    def extra(m, t):
+        return {"perplexity_ratio": math.exp(token_nll(m, ids, mask) - base)}
+    return extra
 
 
 def run_methods(setup: Setup, labels: list[str], out: Path, *, n_edits: int, batch: int, eval_every: int = 1,
@@ -217,7 +259,8 @@ def write_report(runs: dict[str, Path], out: Path, title: str = "", unedited: di
 # ------------------------------------------------------------------------------------------------
 # command line
 # ------------------------------------------------------------------------------------------------
-DEMO_DEFAULTS = dict(model=TINY, methods=["MEMIT", "AlphaEdit"], edits=2000, batch=100, out="runs/demo")
+DEMO_DEFAULTS = dict(model=TINY, methods=["MEMIT", "AlphaEdit"], edits=2000, batch=100, out="runs/demo",
+                     live_edits=40, live_batch=20)
 
 
 def _parse_set(items: list[str] | None) -> dict:
@@ -261,7 +304,7 @@ def cmd_sequential(args: argparse.Namespace) -> int:
     setup = prepare(args.model, args.edits, layers_hint=hp0.layers, device=args.device,
                     requests_path=args.requests, n_probes=args.probes, progress=not args.quiet)
     t0 = time.perf_counter()
-    unedited = evaluate_unedited(setup, args.eval_limit) if args.model in WORLDS else None
+    unedited = evaluate_unedited(setup, args.eval_limit)
     runs = run_methods(setup, labels, out, n_edits=args.edits, batch=args.batch, eval_every=args.eval_every,
                        checkpoint_every=args.checkpoint_every, eval_limit=args.eval_limit,
                        fluency_every=args.fluency_every, fluency_limit=args.fluency_limit, resume=args.resume, overrides=overrides,
@@ -275,11 +318,37 @@ def cmd_sequential(args: argparse.Namespace) -> int:
     if unedited is not None:
         print("unedited model: " + ", ".join(f"{k} {unedited[k]:.3g}" for k in ("efficacy", "generalization",
               "specificity", "unedited_acc", "perplexity_ratio") if unedited.get(k) is not None))
+    if args.records:
+        from .report import copy_run_records
+        where = copy_run_records(runs, args.records, provenance(args, time.perf_counter() - t0), out / "report")
+        paths["records"] = where
     print("\n" + (out / "report" / "summary.md").read_text())
     print(f"total {time.perf_counter() - t0:.0f} s. Report:")
     for k, p in paths.items():
         print(f"  {k:12s} {p}")
     return 0
+
+
+def provenance(args: argparse.Namespace, seconds: float) -> dict:
+    """What made a run: the command line, the kit's commit (when run from a git checkout), versions, threads."""
+    import datetime
+    import platform
+    import subprocess
+
+    import torch
+
+    from . import __version__
+    from .paths import PROJECT_ROOT
+
+    try:
+        commit = subprocess.run(["git", "-C", str(PROJECT_ROOT), "rev-parse", "HEAD"], capture_output=True, text=True,
+                                timeout=10).stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        commit = None
+    return {"command": "alphaedit-lite " + " ".join(sys.argv[1:]), "commit": commit, "kit_version": __version__,
+            "torch": torch.__version__, "threads": torch.get_num_threads(), "machine": platform.machine(),
+            "finished": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+            "seconds_this_command": round(seconds, 1)}
 
 
 def add_sequential_parser(sub) -> argparse.ArgumentParser:
@@ -305,6 +374,9 @@ def add_sequential_parser(sub) -> argparse.ArgumentParser:
     q.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a hyper-parameter (JSON value)")
     q.add_argument("--save-final", default=None, metavar="DIR",
                    help="also save each method's edited model as a transformers folder DIR/<method>/")
+    q.add_argument("--records", default=None, metavar="DIR",
+                   help="also copy the finished runs' light records (settings, metrics, first and last probe "
+                        "states, report; no weights) to DIR, with the command and commit in provenance.json")
     q.add_argument("--stop-after", type=int, default=None, help=argparse.SUPPRESS)
     q.add_argument("--device", default=None, help="cpu, cuda, mps (default: the best available)")
     q.add_argument("--threads", type=int, default=None, help="CPU threads (default: cores left free)")
@@ -319,14 +391,85 @@ def _sequential_with_defaults(args: argparse.Namespace) -> int:
     return cmd_sequential(args)
 
 
+#: the shipped 1,000-edit SmolLM2 run (records only) under the kit's data folder
+SHIPPED_RUN = "runs/smollm2-135m-1000x100"
+
+
+def shipped_run_dir() -> Path:
+    """The folder of the shipped SmolLM2 run's records (data/runs/smollm2-135m-1000x100)."""
+    from .paths import shipped_data_dir
+
+    return shipped_data_dir() / SHIPPED_RUN
+
+
+def _sequential_args(**kw) -> argparse.Namespace:
+    base = dict(method=[",".join(DEMO_DEFAULTS["methods"])], resume=True, eval_every=1, checkpoint_every=1,
+                eval_limit=200, fluency_every=0, fluency_limit=20, probes=300, requests=None, set=None,
+                stop_after=None, save_final=None, records=None, device=None, threads=None, quiet=False)
+    base.update(kw)
+    return argparse.Namespace(**base)
+
+
+def show_shipped_run(out: Path, log=print) -> dict | None:
+    """Render the shipped SmolLM2 run's report into ``out`` and print it beside the paper's Table 1.
+
+    Returns its summary.json (or None when the records are not there)."""
+    from .report import plot_embedding_png, plot_runs_png, table1_markdown, write_runs_html
+
+    src = shipped_run_dir()
+    runs = {lab: src / lab for lab in DEMO_DEFAULTS["methods"] if (src / lab / "settings.json").is_file()}
+    if len(runs) < 2:
+        log(f"(the shipped SmolLM2 run is not in {src}; skipped)")
+        return None
+    prov = json.loads((src / "provenance.json").read_text())
+    summary = json.loads((src / "report" / "summary.json").read_text())
+    out.mkdir(parents=True, exist_ok=True)
+    title = "smollm2-135m: 1,000 sequential CounterFact edits in batches of 100 (shipped records)"
+    plot_runs_png(runs, out / "curves.png", title=title)
+    write_runs_html(runs, out / "curves.html", title=title)
+    plot_embedding_png(runs, out / "hidden_pca.png", key="final", method="pca")
+    (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    log(f"== 1. The paper's headline on a real model: the shipped SmolLM2 run ({src}) ==")
+    log(f"   made by: {prov.get('command')} (commit {str(prov.get('commit'))[:10]})")
+    log(table1_markdown(runs, "SmolLM2-135M", summary["methods"].get("unedited")))
+    log(f"   curves: {out / 'curves.png'}, {out / 'curves.html'}; Figure 5 view: {out / 'hidden_pca.png'}\n")
+    return summary
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
-    """`make demo`: the subword world (or --model tiny-world), MEMIT and AlphaEdit; resumes a finished/killed demo."""
-    ns = argparse.Namespace(model=args.model, method=[",".join(DEMO_DEFAULTS["methods"])], edits=args.edits,
-                            batch=args.batch, out=args.out, resume=True, eval_every=1, checkpoint_every=1,
-                            eval_limit=200, fluency_every=0, fluency_limit=20, probes=300, requests=None, set=None, stop_after=None, save_final=None,
-                            device=args.device, threads=args.threads, quiet=args.quiet)
-    print(f"alphaedit-lite demo: sequential editing of the {args.model} organism with MEMIT and AlphaEdit\n")
-    return cmd_sequential(ns)
+    """`make demo`: (1) the shipped 1,000-edit SmolLM2 run rendered beside the paper's Table 1, (2) a short
+    live SmolLM2 sequence with MEMIT and AlphaEdit, (3) an organism (the tiny world by default) as the
+    counterexample where the null space has no room; finished parts are reused, killed ones resumed."""
+    from .paths import shared_data_dir
+
+    out = Path(args.out)
+    t0 = time.perf_counter()
+    combined: dict[str, Any] = {"parts": {}}
+    shipped = show_shipped_run(out / "smollm2-shipped")
+    if shipped is not None:
+        combined["parts"]["smollm2_shipped"] = shipped
+    if args.live_edits > 0:
+        if shared_data_dir() is None:
+            print("== 2. live SmolLM2 sequence: skipped (CounterFact from ../shared/data is not here) ==")
+        else:
+            print(f"== 2. A short live SmolLM2 sequence: {args.live_edits} edits in batches of {args.live_batch} ==")
+            live = out / "smollm2-live"
+            cmd_sequential(_sequential_args(model="smollm2-135m", edits=args.live_edits, batch=args.live_batch,
+                                            out=str(live), eval_limit=args.live_edits, fluency_limit=0, probes=100,
+                                            device=args.device, threads=args.threads, quiet=args.quiet))
+            combined["parts"]["smollm2_live"] = json.loads((live / "report" / "summary.json").read_text())
+    print(f"\n== 3. The counterexample: the {args.model} organism, {args.edits} edits in batches of {args.batch} ==")
+    world = out / args.model
+    cmd_sequential(_sequential_args(model=args.model, edits=args.edits, batch=args.batch, out=str(world),
+                                    device=args.device, threads=args.threads, quiet=args.quiet))
+    combined["parts"][args.model.replace("-", "_")] = json.loads((world / "report" / "summary.json").read_text())
+    head = "smollm2_shipped" if "smollm2_shipped" in combined["parts"] else args.model.replace("-", "_")
+    combined = {"methods": combined["parts"][head]["methods"], "methods_from": head, **combined}
+    combined["seconds"] = round(time.perf_counter() - t0, 1)
+    (out / "report").mkdir(parents=True, exist_ok=True)
+    (out / "report" / "summary.json").write_text(json.dumps(combined, indent=2, allow_nan=False) + "\n")
+    print(f"\ndemo finished in {combined['seconds']:.0f} s; all figures: {out / 'report' / 'summary.json'}")
+    return 0
 
 
 def add_demo_flags(q) -> None:
@@ -335,6 +478,9 @@ def add_demo_flags(q) -> None:
                         "data/subword_world/README.md)")
     q.add_argument("--edits", type=int, default=DEMO_DEFAULTS["edits"], help="sequential edits per method")
     q.add_argument("--batch", type=int, default=DEMO_DEFAULTS["batch"], help="edits per batch")
+    q.add_argument("--live-edits", type=int, default=DEMO_DEFAULTS["live_edits"],
+                   help="edits of the short live SmolLM2 sequence (0: skip it)")
+    q.add_argument("--live-batch", type=int, default=DEMO_DEFAULTS["live_batch"], help="its batch size")
     q.add_argument("--out", default=DEMO_DEFAULTS["out"], help="output folder (an existing demo is resumed)")
     q.add_argument("--device", default=None)
     q.add_argument("--threads", type=int, default=None)

@@ -101,7 +101,12 @@ print(f"this notebook computes on: {device}")
 # | R = V1 − W K1 | (d_out, u) | the change the update must add on the new keys |
 # | Kp | (d_in, p) | keys of earlier edits (sequential editing) that must keep working |
 # | P | (d_in, d_in) | projector onto the null space of K0K0ᵀ (notebook 01) |
-# | α | number | weight of ‖ΔP‖² (the paper uses 10) |
+# | α | number | weight of the ridge term ‖ΔP‖² |
+#
+# **A notation warning about α.** The paper's closed form (Eq. 14) is written with `+ I`, that is
+# α = 1; the paper's released code adds `L2 · I` with `L2 = 10` in its hyper-parameter files, and
+# the kit follows the code: its `AlphaEditHParams.L2` (called α here) defaults to 10. Both are the
+# same formula with a different weight; section 4 solves it for α = 1 and α = 10 side by side.
 #
 # The preserved keys span r of the d_in dimensions exactly (noise comes in section 7). The new
 # keys and the earlier edits' keys look like preserved keys (a strong part inside their span)
@@ -238,6 +243,44 @@ assert inline_sym < 1e-12 and inline_idem < 1e-12 and PQ < 1e-12
 assert errs["symmetry"] < 1e-12 and errs["idempotence"] < 1e-12
 
 # %% [markdown]
+# **SVD or eigendecomposition?** The paper builds P from an SVD of K0K0ᵀ; the kit uses `eigh`
+# (cheaper, and it returns exactly symmetric results). For a symmetric positive semi-definite
+# matrix the two are the same thing: its singular values are its eigenvalues and its left singular
+# vectors its eigenvectors, so "keep the directions whose singular value is below the threshold"
+# keeps the same subspace. The cell checks it on this C.
+
+# %%
+C0 = SecondMoment.from_keys(K0).cov                                 # (d_in, d_in), what P was built from
+U_svd, S_svd, _ = torch.linalg.svd(C0)                              # singular values, descending
+keep = S_svd < proj.cutoff                                          # the same rule: below the cutoff
+P_svd = (U_svd[:, keep] @ U_svd[:, keep].T).to(device)
+print(f"SVD keeps {int(keep.sum())} directions, eigh keeps {proj.kept_rank}; "
+      f"‖P_svd − P_eigh‖ = {float(torch.linalg.matrix_norm(P_svd - P)):.1e}")
+assert int(keep.sum()) == proj.kept_rank
+assert torch.allclose(P_svd, P, atol=1e-10)
+
+# %% [markdown]
+# **Question (conceptual, 2 min): why is the update ΔP and not PΔ?** Think about which side of
+# W the keys act on, and about the shapes.
+#
+# <details><summary>Answer</summary>
+#
+# The layer computes W k: keys multiply W from the right, so what must not change is
+# (W + Δ′) K0 = W K0, i.e. Δ′K0 = 0. With Δ′ = ΔP that holds for any Δ, because P K0 = 0: P acts
+# on the key (input) space, whose dimension is d_in. PΔ would need a (d_out, d_out) projector
+# acting on the output space; it would constrain which *values* may change, not which keys are
+# protected, and in a real model (d_in = 1,536 MLP neurons, d_out = 576 for SmolLM2) the shapes
+# do not even match. The next cell checks both facts.
+# </details>
+
+# %%
+D_any = torch.randn(d_out, d_in, generator=g, dtype=f64).to(device)   # any update
+print(f"shapes: W {tuple(W.shape)}, P {tuple(P.shape)}, K0 {tuple(K0.shape)}; "
+      f"‖(Δ P) K0‖ / ‖Δ K0‖ = {float(torch.linalg.matrix_norm(D_any @ P @ K0) / torch.linalg.matrix_norm(D_any @ K0)):.1e}")
+assert float(torch.linalg.matrix_norm(D_any @ P @ K0)) < 1e-10 * float(torch.linalg.matrix_norm(D_any @ K0))
+assert P.shape[0] == W.shape[1] != W.shape[0]                          # P lives on the key side of W
+
+# %% [markdown]
 # ## 4. The stationary point (Eq. 14)
 #
 # Collect the terms of Eq. 13 with ΔP on the left:
@@ -266,6 +309,22 @@ worse = [float(J(Delta_lib + 1e-3 * torch.randn(d_out, d_in, generator=g, dtype=
          for _ in range(20)]
 print(f"J(Δ*) = {J_star:.6e}; J(Δ* + small random step) − J(Δ*) ∈ [{min(worse):.2e}, {max(worse):.2e}]")
 assert min(worse) >= 0
+
+# %% [markdown]
+# **α = 1 (the paper's formula) against α = 10 (the paper's code, the kit's default).** Both solve
+# the same problem; α only weighs how much the update may grow. A smaller α writes the new values
+# more completely (smaller residual ‖ΔK1 − R‖) with a larger update; neither touches K0.
+
+# %%
+ALPHA_FIT = {}   # α -> (relative residual on K1, ‖Δ‖_F, ‖ΔK0‖)
+for a in (1.0, 10.0):
+    D_a = alphaedit_delta(R, K1, P, alpha=a, prev_cov=KpKpT)
+    fit = float(torch.linalg.matrix_norm(D_a @ K1 - R) / torch.linalg.matrix_norm(R))
+    kept = float(torch.linalg.matrix_norm(D_a @ K0))
+    print(f"α = {a:4.0f}: ‖ΔK1 − R‖/‖R‖ = {fit:.3f}, ‖Δ‖_F = {float(torch.linalg.matrix_norm(D_a)):.3f}, ‖ΔK0‖ = {kept:.1e}")
+    ALPHA_FIT[a] = (fit, float(torch.linalg.matrix_norm(D_a)), kept)
+assert ALPHA_FIT[1.0][0] < ALPHA_FIT[10.0][0] and ALPHA_FIT[1.0][1] > ALPHA_FIT[10.0][1]
+assert max(v[2] for v in ALPHA_FIT.values()) < 1e-9
 
 # %% [markdown]
 # ### Your turn: the closed form with a linear solve

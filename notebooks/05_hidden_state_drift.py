@@ -81,7 +81,6 @@ device = pick_device()
 print(f"alphaedit-lite {alphaedit_lite.__version__}; small mode: {SMALL}; device: {device}")
 
 # %%
-import dataclasses
 import hashlib
 import json
 import tempfile
@@ -320,44 +319,42 @@ for i, t in enumerate(scrubber.tracks):   # the slider's readings are the runs' 
 scrubber
 
 # %% [markdown]
-# ## 5. The same views for a run on a real model
+# ## 5. The same views for a real model: 1,000 sequential edits of SmolLM2-135M
 #
+# The kit ships the records of one long real-model run, made with
 # `alphaedit-lite sequential --model smollm2-135m --method MEMIT,AlphaEdit --edits 1000 --batch 100`
-# writes the same run folders for SmolLM2-135M (CounterFact edits, ROME's known facts as probes,
-# WikiText-2 statistics); on a CPU that takes many hours (notebook 03 measured about 25 s per
-# target vector alone). Set the environment variable
-# `ALPHAEDIT_REAL_RUN` to such a folder and this cell plots it. Without it, the cell makes a
-# **tiny** real run so that it always has something to show: AlphaEdit, 2 batches of 2
-# CounterFact edits, 50 probes, small statistics (6,144 tokens), 5 context prefixes and no
-# fluency, in a temporary folder (full mode: MEMIT and AlphaEdit, 2 batches of 5 edits, 100
-# probes, shipped settings). Four edits cannot show the long-run drift of the paper; they show
-# the machinery.
+# (the exact commands, the commit and the settings are in its `provenance.json` and `settings.json`):
+# the first 1,000 CounterFact records in batches of 100 (the paper's batch size), evaluated after
+# every batch on an even sample of 200 of the edits so far, 300 of ROME's known facts as probes,
+# held-out WikiText-2 perplexity, no weights. Set the environment variable `ALPHAEDIT_REAL_RUN`
+# to a run folder of your own to plot that instead.
 
 # %%
+from alphaedit_lite.report import table1_markdown
+from alphaedit_lite.sequential import shipped_run_dir
+
 t0 = time.perf_counter()
 REAL_ENV = os.environ.get("ALPHAEDIT_REAL_RUN")
-if REAL_ENV:
-    REAL = runs_in(REAL_ENV)
-    if not REAL:
-        raise ValueError(f"ALPHAEDIT_REAL_RUN={REAL_ENV!r} holds no run folder (a folder with settings.json, "
-                         "or folders of them, as `alphaedit-lite sequential` writes)")
-    print(f"loaded {len(REAL)} run(s) from {REAL_ENV}")
+REAL_DIR = Path(REAL_ENV) if REAL_ENV else shipped_run_dir()
+REAL = runs_in(REAL_DIR)
+if not REAL:
+    raise ValueError(f"{REAL_DIR} holds no run folder (a folder with settings.json, or folders of them, as "
+                     "`alphaedit-lite sequential` writes)")
+assert all(is_finished(d) for d in REAL.values())
+REAL_RUN = {lab: load_run(d) for lab, d in REAL.items()}
+real_model = REAL_RUN[next(iter(REAL_RUN))]["settings"]["model"]
+print(f"loaded {', '.join(REAL)} from {REAL_DIR}")
+if not REAL_ENV:
+    prov = json.loads((REAL_DIR / "provenance.json").read_text())
+    print("made with:", *prov["run_commands"], sep="\n  ")
+    REAL_UNEDITED = json.loads((REAL_DIR / "report" / "summary.json").read_text())["methods"]["unedited"]
 else:
-    real_labels, n_real, b_real = (["AlphaEdit"], 4, 2) if SMALL else (["MEMIT", "AlphaEdit"], 10, 5)
-    overrides = {"context_n_prefixes": 5, "mom2_n_samples": 48} if SMALL else None
-    real_setup = prepare("smollm2-135m", n_real, device=str(device), n_probes=50 if SMALL else 100, progress=False)
-    if SMALL:   # without generation prompts the run skips fluency (~1.5 min of generating text on a CPU)
-        real_setup.requests = [dataclasses.replace(r, generation_prompts=[]) for r in real_setup.requests]
-    REAL = run_methods(real_setup, real_labels, Path(tempfile.mkdtemp(prefix="nb05-smollm2-")), n_edits=n_real,
-                       batch=b_real, overrides=overrides, progress=False)
-    del real_setup
-    print(f"made a tiny SmolLM2 run in {time.perf_counter() - t0:.0f} s: {', '.join(real_labels)}, "
-          f"{n_real} edits in batches of {b_real}")
-assert all(read_metrics(d) for d in REAL.values())
-real_model = load_run(next(iter(REAL.values())))["settings"]["model"]
+    REAL_UNEDITED = None
 png = plot_runs_png(REAL, FIG_DIR / "real_curves.png", title=f"{real_model}: {', '.join(REAL)}")
 display(Image(filename=str(png)))
 display(Markdown(summary_table(REAL)))
+display(Markdown("**Table 1, the paper beside this run** (the paper: 2,000 edits on 8B and 1.5B models; here "
+                 "1,000 on a 135M model)\n\n" + table1_markdown(REAL, real_model, REAL_UNEDITED)))
 display(Image(filename=str(plot_embedding_png(REAL, FIG_DIR / "real_pca.png", key="final", method="pca"))))
 TIMES["5. real model"] = time.perf_counter() - t0
 

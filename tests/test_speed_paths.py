@@ -29,6 +29,7 @@ from alphaedit_lite.methods import EditState, apply_alphaedit, apply_memit
 from alphaedit_lite.methods.alphaedit import lowrank_alphaedit_delta
 from alphaedit_lite.methods.memit import lowrank_memit_delta
 from alphaedit_lite.paths import shared_data_dir
+from alphaedit_lite.requests import as_request
 from alphaedit_lite.solvers import alphaedit_delta, memit_delta
 
 pytestmark = pytest.mark.usefixtures("single_thread")
@@ -310,3 +311,121 @@ def test_bench_layer_windows_rejects_a_bad_window():
             B.parse_window(bad)
     with pytest.raises(SystemExit, match="does not fit, lower --start or --n"):
         B.main(["--start", "10000", "--n", "10"])     # refused before the model loads
+
+
+# ------------------------------------------------------------------------------------------------
+# Issue 17's levers: most-probable early stopping and bfloat16 for the layers above L
+# ------------------------------------------------------------------------------------------------
+def _argmax_hits(model, tok, req, layer: int, delta: torch.Tensor) -> bool:
+    """True when, with δ added to block ``layer``'s output at the subject's last token, every token of
+    the new object is the argmax on every rewriting prompt (checked with the model's own forward)."""
+    block = M.get_module(model, M.arch_spec(model).layer_name(layer))
+    target = TG.target_token_ids(tok, as_request(req).target_new)
+    for s in K.build_sentences(tok, [req], TEMPLATES, "subject_last")[0]:
+        ids = torch.tensor([s.ids + target[:-1]])
+
+        def add(mod, args, out, _p=s.key_pos):
+            h = out[0] if isinstance(out, tuple) else out
+            h = h.clone()
+            h[0, _p] += delta
+            return (h, *out[1:]) if isinstance(out, tuple) else h
+        handle = block.register_forward_hook(add)
+        try:
+            with torch.no_grad():
+                logits = model(input_ids=ids).logits[0]
+        finally:
+            handle.remove()
+        pos = torch.arange(len(s.ids) - 1, len(s.ids) - 1 + len(target))
+        if not bool((logits[pos].argmax(-1) == torch.tensor(target)).all()):
+            return False
+    return True
+
+
+def test_most_probable_stop_stops_where_the_new_object_is_the_argmax(tiny):
+    model, tok = tiny
+    reqs = EH.TINY_REQUESTS[:3]
+    kw = dict(v_num_grad_steps=20, v_lr=0.5, clamp_norm_factor=4.0, kl_factor=0.0)
+    plain = TG.compute_targets(model, tok, reqs, 1, TEMPLATES, **kw)
+    mp = TG.compute_targets(model, tok, reqs, 1, TEMPLATES, v_stop="most_probable", **kw)
+    stopped = [i for i, s in enumerate(mp.stats) if s["stopped_early"]]
+    assert stopped, "no request stopped early: the test would check nothing"
+    for i, (a, b) in enumerate(zip(mp.stats, plain.stats)):
+        assert a["steps"] <= b["steps"]                       # the rule only adds a way to stop
+    assert sum(s["steps"] for s in mp.stats) < sum(s["steps"] for s in plain.stats)
+    for i in stopped:                                         # where it stopped, o* is the argmax everywhere
+        assert _argmax_hits(model, tok, reqs[i], 1, mp.delta[:, i])
+    assert torch.allclose(mp.h, plain.h)
+
+
+def test_bfloat16_targets_track_the_float32_path(tiny):
+    model, tok = tiny
+    reqs = EH.TINY_REQUESTS[:3]
+    kw = dict(v_num_grad_steps=8, v_lr=0.5, clamp_norm_factor=4.0, v_early_stop_loss=0.0)
+    f32 = TG.compute_targets(model, tok, reqs, 1, TEMPLATES, **kw)
+    bf = TG.compute_targets(model, tok, reqs, 1, TEMPLATES, v_dtype="bfloat16", **kw)
+    rel = float((bf.delta - f32.delta).norm() / f32.delta.norm())
+    assert 0 < rel < 0.1, rel                                 # bf16 does change the numbers, but little
+    assert bf.delta.dtype == torch.float32 and bf.z.dtype == torch.float32
+    for a, b in zip(bf.stats, f32.stats):
+        assert a["nll"] == pytest.approx(b["nll"], abs=0.05, rel=0.05)
+    assert torch.equal(bf.h, f32.h)                           # h is read before any bf16 layer runs
+
+
+def test_speed_levers_reject_unknown_values(tiny):
+    model, tok = tiny
+    with pytest.raises(ValueError, match="v_stop"):
+        TG.compute_targets(model, tok, EH.TINY_REQUESTS[:1], 1, TEMPLATES, v_stop="argmax")
+    with pytest.raises(ValueError, match="v_dtype"):
+        TG.compute_targets(model, tok, EH.TINY_REQUESTS[:1], 1, TEMPLATES, v_dtype="float16")
+    hp = HP.load_hparams("AlphaEdit", "smollm2-135m")
+    with pytest.raises(ValueError, match="v_stop must be one of"):
+        hp.replace(v_stop="fast")
+    assert hp.replace(v_stop="most_probable", v_dtype="bfloat16").v_dtype == "bfloat16"
+
+
+def test_targets_in_groups_equal_targets_in_one_pass(tiny):
+    model, tok = tiny
+    reqs = EH.TINY_REQUESTS[:2] + [EXTRA]
+    kw = dict(v_num_grad_steps=8, v_lr=0.5, clamp_norm_factor=4.0)
+    whole = TG.compute_targets(model, tok, reqs, 1, TEMPLATES, max_requests=None, **kw)
+    groups = TG.compute_targets(model, tok, reqs, 1, TEMPLATES, max_requests=2, **kw)
+    assert groups.z.shape == whole.z.shape == (model.config.hidden_size, 3)
+    assert torch.allclose(groups.delta, whole.delta, atol=1e-4, rtol=1e-3)
+    assert [s["steps"] for s in groups.stats] == [s["steps"] for s in whole.stats]
+
+
+# ------------------------------------------------------------------------------------------------
+# The held-out perplexity of real-model runs
+# ------------------------------------------------------------------------------------------------
+def test_token_nll_equals_the_hand_computed_mean(tiny):
+    from alphaedit_lite.evaluate import token_nll
+
+    model, tok = tiny
+    rows = [tok(t).input_ids for t in ("The mother tongue of Danielle Darrieux is French", "Paris is a city")]
+    ids, mask = K.right_pad(rows, tok.pad_token_id)
+    want, n = 0.0, 0
+    with torch.no_grad():
+        for r in rows:
+            lp = torch.log_softmax(model(input_ids=torch.tensor([r])).logits[0, :-1], -1)
+            want -= float(lp.gather(1, torch.tensor(r[1:])[:, None]).sum())
+            n += len(r) - 1
+    assert token_nll(model, ids, mask, batch_size=1) == pytest.approx(want / n, rel=1e-4)
+    with pytest.raises(ValueError, match="token_nll needs"):
+        token_nll(model, ids[:, :1], mask[:, :1])
+
+
+def test_heldout_perplexity_is_one_before_an_edit_and_moves_after(tiny):
+    from alphaedit_lite.sequential import heldout_perplexity_eval
+
+    model, tok = tiny
+    hp = HP.load_hparams("AlphaEdit", "smollm2-135m").replace(mom2_n_samples=4, mom2_seq_len=32)
+    extra = heldout_perplexity_eval(model, tok, hp, n_rows=4)
+    assert extra is not None
+    assert extra(model, tok)["perplexity_ratio"] == pytest.approx(1.0, abs=1e-6)
+    W = M.get_rewrite_weight(model, 1).clone()
+    try:
+        M.set_rewrite_weight(model, 1, W + 0.05 * torch.randn_like(W))
+        assert abs(extra(model, tok)["perplexity_ratio"] - 1.0) > 1e-3
+    finally:
+        M.set_rewrite_weight(model, 1, W)
+    assert heldout_perplexity_eval(model, tok, None) is None

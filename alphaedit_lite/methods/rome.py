@@ -70,8 +70,8 @@ def apply_rome(model, tok, requests, hparams: ROMEHParams, *, state: EditState |
             tr = compute_targets(model, tok, [req], layer, templates, v_num_grad_steps=hp.v_num_grad_steps,
                                  v_lr=hp.v_lr, v_weight_decay=hp.v_weight_decay,
                                  clamp_norm_factor=hp.clamp_norm_factor, kl_factor=hp.kl_factor,
-                                 v_early_stop_loss=hp.v_early_stop_loss, fact_token=hp.fact_token,
-                                 verbose=verbose)
+                                 v_early_stop_loss=hp.v_early_stop_loss, v_stop=hp.v_stop,
+                                 v_dtype=hp.v_dtype, fact_token=hp.fact_token, verbose=verbose)
             t_targets += tr.seconds
             target_stats.extend(tr.stats)
             k_avg = keys_and_values(model, tok, [req], [layer], templates, weighting="uniform",

@@ -173,22 +173,13 @@ def background_nll(model, tok, sentences: list[str], batch_size: int = 256) -> f
     exp of it is the perplexity; :func:`alphaedit_lite.world.editing.perplexity_ratio` compares an
     edited model with the unedited one on the held-out background sentences.
     """
+    from ..evaluate import token_nll
     from ..keys import right_pad
 
     if not sentences:
         raise ValueError("background_nll got no sentences")
-    dev = next(model.parameters()).device
-    ids = [tok(s, add_special_tokens=False).input_ids for s in sentences]
-    total, count = 0.0, 0.0
-    for i in range(0, len(ids), batch_size):
-        x, m = right_pad(ids[i:i + batch_size], tok.pad_token_id)       # (b, T)
-        x, m = x.to(dev), m.to(dev)
-        logits = model(input_ids=x, attention_mask=m).logits[:, :-1].float()   # (b, T-1, V)
-        lp = torch.log_softmax(logits, -1).gather(-1, x[:, 1:, None])[..., 0]  # (b, T-1)
-        w = m[:, 1:].float()
-        total += float(-(lp * w).sum())
-        count += float(w.sum())
-    return total / count
+    x, m = right_pad([tok(s, add_special_tokens=False).input_ids for s in sentences], tok.pad_token_id)
+    return token_nll(model, x, m, batch_size=batch_size)
 
 
 def train_and_save_subword(out_dir, log=print, **overrides) -> dict:

@@ -1,0 +1,147 @@
+"""Where SmolLM2 editing time goes, and what each speed lever buys (issue 17), measured in one run.
+
+Prints, for the model's shipped AlphaEdit settings (layers 4-8, 11 context templates):
+
+1. the reference pass: one full forward pass of 16 × 128 tokens (every other time is also given in
+   units of it, so that figures from machines of different speed compare);
+2. the target optimisation (92 % of an edit) of the first ``--requests`` CounterFact records in one
+   call, for each combination of the two levers, side by side:
+   - ``v_stop``: "loss" (MEMIT's rule: stop when the loss is below 5e-2) or "most_probable"
+     (ENCORE's: also stop once the new object is the argmax on every prompt);
+   - ``v_dtype``: "float32" or "bfloat16" (the layers above L under bf16 autocast; δ, loss, Adam float32);
+   with seconds per edit, steps, the target probability reached and δ's distance from the slow path's;
+3. the key statistics + P of layers 4-8 over 102,400 WikiText-2 tokens (recomputed, not cached);
+4. with ``--p-table``: how many tokens P needs (the paper's Table 6 question): for 10k-100k tokens,
+   the kept rank, the leak ‖P K‖/‖K‖ of held-out WikiText keys (what bounds ‖ΔK0‖ there), and
+   efficacy / generalization / specificity of one AlphaEdit batch of ``--p-edits`` requests.
+
+Run: .venv/bin/python benchmarks/bench_speed_smollm2.py --threads 2              (about 6 minutes)
+     .venv/bin/python benchmarks/bench_speed_smollm2.py --threads 2 --p-table    (about 15 minutes)
+The quality of the fast path over whole sequential runs is measured with the `sequential` command;
+benchmarks/README.md has both tables and the commands.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from alphaedit_lite.covariance import SecondMoment  # noqa: E402
+from alphaedit_lite.evaluate import evaluate_requests  # noqa: E402
+from alphaedit_lite.hparams import load_hparams  # noqa: E402
+from alphaedit_lite.keys import context_templates  # noqa: E402
+from alphaedit_lite.methods import apply_method  # noqa: E402
+from alphaedit_lite.models import get_rewrite_weight, load_model, set_rewrite_weight  # noqa: E402
+from alphaedit_lite.requests import load_counterfact  # noqa: E402
+from alphaedit_lite.stats import clear_projector_memo, collect_second_moments, corpus_tokens, layer_stats, projectors  # noqa: E402
+from alphaedit_lite.targets import compute_targets  # noqa: E402
+
+LEVERS = [("loss", "float32"), ("loss", "bfloat16"), ("most_probable", "float32"), ("most_probable", "bfloat16")]
+
+
+def reference_pass(model, tok) -> float:
+    """Seconds of one no-grad forward pass of 16 rows × 128 WikiText-2 tokens (best of 3)."""
+    _, ids, mask = corpus_tokens(tok, "wikitext-2", 16 * 128, 128, progress=False)
+    best = float("inf")
+    with torch.no_grad():
+        for _ in range(3):
+            t0 = time.perf_counter()
+            model(input_ids=ids, attention_mask=mask)
+            best = min(best, time.perf_counter() - t0)
+    return best
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--model", default="smollm2-135m")
+    p.add_argument("--requests", type=int, default=20, help="CounterFact records in the target-optimisation call")
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--p-table", action="store_true", help="also measure how many tokens P needs")
+    p.add_argument("--p-edits", type=int, default=50, help="edits per row of the P table")
+    args = p.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    model, tok = load_model(args.model, device="cpu")
+    hp = load_hparams("AlphaEdit", args.model)
+    templates = context_templates(model, tok, hp.context_n_prefixes, hp.context_prefix_tokens)
+    ref = reference_pass(model, tok)
+    print(f"{args.model}, {args.threads} thread(s), layers {hp.layers}, {len(templates)} templates")
+    print(f"reference pass (16 x 128 tokens, forward): {ref:.2f} s\n")
+
+    # ---- 2. target optimisation, lever by lever ------------------------------------------------
+    reqs = list(load_counterfact(limit=args.requests))
+    print(f"target optimisation, {len(reqs)} requests in one call (layer {hp.layers[-1]}, at most "
+          f"{hp.v_num_grad_steps} steps):")
+    print("| v_stop | v_dtype | s per edit | reference passes per edit | speed-up | mean steps | "
+          "mean p(o*) | ‖δ − δ_slow‖/‖δ_slow‖ |")
+    print("|---|---|---|---|---|---|---|---|")
+    slow = None
+    for stop, dtype in LEVERS:
+        tr = compute_targets(model, tok, reqs, hp.layers[-1], templates, v_num_grad_steps=hp.v_num_grad_steps,
+                             v_lr=hp.v_lr, v_weight_decay=hp.v_weight_decay, clamp_norm_factor=hp.clamp_norm_factor,
+                             kl_factor=hp.kl_factor, v_early_stop_loss=hp.v_early_stop_loss,
+                             fact_token=hp.fact_token, v_stop=stop, v_dtype=dtype)
+        per = tr.seconds / len(reqs)
+        if slow is None:
+            slow = (per, tr.delta)
+        steps = sum(s["steps"] for s in tr.stats) / len(reqs)
+        prob = sum(s["prob"] for s in tr.stats) / len(reqs)
+        diff = float((tr.delta - slow[1]).norm() / slow[1].norm())
+        print(f"| {stop} | {dtype} | {per:.2f} | {per / ref:.2f} | {slow[0] / per:.2f}x | {steps:.1f} | "
+              f"{prob:.3f} | {diff:.3f} |", flush=True)
+
+    # ---- 3. statistics + P ---------------------------------------------------------------------
+    n_tok = hp.mom2_n_samples * hp.mom2_seq_len
+    t0 = time.perf_counter()
+    stats = layer_stats(model, tok, hp.layers, hp.mom2_dataset, n_tok, hp.mom2_seq_len, cache=False, progress=False)
+    clear_projector_memo()                          # P from scratch, not from memory
+    t1 = time.perf_counter()
+    projectors(stats, hp.nullspace_threshold, hp.nullspace_mode, cache=False)
+    t2 = time.perf_counter()
+    print(f"\nkey statistics, layers {hp.layers}, {n_tok:,} tokens: {t1 - t0:.1f} s "
+          f"({(t1 - t0) / ref:.0f} reference passes); P for all layers: {t2 - t1:.1f} s; total {t2 - t0:.1f} s")
+
+    if args.p_table:
+        p_table(model, tok, hp, templates, args.p_edits)
+    return 0
+
+
+def p_table(model, tok, hp, templates, n_edits: int) -> None:
+    """Kept rank, held-out leak and one batch's metrics for P built from 10k-100k tokens."""
+    seq = hp.mom2_seq_len
+    n_full = hp.mom2_n_samples * seq
+    held_rows = 64                                  # rows after the largest statistics' rows: never seen by P
+    _, ids, mask = corpus_tokens(tok, hp.mom2_dataset, n_full + held_rows * seq, seq, progress=False)
+    held = collect_second_moments(model, ids[n_full // seq:], mask[n_full // seq:], hp.layers, progress=False)
+    reqs = list(load_counterfact(limit=n_edits))
+    fast = hp.replace(v_stop="most_probable", v_dtype="bfloat16")
+    original = {l: get_rewrite_weight(model, l).clone() for l in hp.layers}
+    last = hp.layers[-1]
+    print(f"\nhow many tokens P needs ({hp.nullspace_mode} threshold {hp.nullspace_threshold:g}; held-out: "
+          f"{held_rows * seq:,} WikiText-2 tokens after the first {n_full:,}; one AlphaEdit batch of {n_edits} "
+          f"CounterFact edits, fast target path):")
+    print(f"| tokens | kept rank, layers {hp.layers} | held-out leak ‖PK‖/‖K‖ at layer {last} | Eff. | Gen. | Spe. |")
+    print("|---|---|---|---|---|---|")
+    for n in (10_240, 25_600, 51_200, n_full):
+        st = layer_stats(model, tok, hp.layers, hp.mom2_dataset, n, seq, progress=False)
+        pjs = projectors(st, hp.nullspace_threshold, hp.nullspace_mode)
+        C = held[last].cov
+        P = pjs[last].P.to(C.dtype)
+        leak = float(torch.trace(P @ C @ P) / torch.trace(C)) ** 0.5
+        try:
+            apply_method("AlphaEdit", model, tok, reqs, fast, stats=st, templates=templates, progress=False)
+            s = evaluate_requests(model, tok, reqs)["summary"]
+        finally:
+            for l, w in original.items():
+                set_rewrite_weight(model, l, w)
+        ranks = "/".join(str(pjs[l].kept_rank) for l in hp.layers)
+        print(f"| {n:,} | {ranks} | {leak:.3f} | {s['efficacy']:.1f} | {s['generalization']:.1f} | "
+              f"{s['specificity']:.1f} |", flush=True)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

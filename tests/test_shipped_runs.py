@@ -1,0 +1,78 @@
+"""The shipped records of the 1,000-edit SmolLM2 run (data/runs/): complete and consistent with their settings.
+
+These records back the kit's headline on a real model (README, notebooks 04-05, `make demo`), so a
+missing file, a cut metrics line or a summary that disagrees with the metrics must fail here.
+"""
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from alphaedit_lite.drift import relative_drift
+from alphaedit_lite.report import SUMMARY_KEYS, final_figures, load_hidden, load_run
+from alphaedit_lite.sequential import DEMO_DEFAULTS, shipped_run_dir
+
+RUN = shipped_run_dir()
+METHODS = DEMO_DEFAULTS["methods"]
+
+
+def test_the_shipped_run_is_there():
+    assert RUN.is_dir(), f"{RUN} is missing: the shipped SmolLM2 run must be part of the kit"
+    for f in ("provenance.json", "README.md", "report/summary.json", "report/summary.md", "report/curves.png"):
+        assert (RUN / f).is_file(), f
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_each_run_is_complete_and_matches_its_settings(method):
+    run = load_run(RUN / method)
+    st, rows = run["settings"], run["metrics"]
+    assert st["method"] == method and st["model"] == "smollm2-135m"
+    sched = st["schedule"]
+    assert (sched["n_edits"], sched["batch_size"]) == (1000, 100)
+    assert len(st["case_ids"]) == 1000 == len(set(st["case_ids"]))
+    # one metrics row per batch, in order, each evaluated on at most eval_limit of the edits so far
+    assert [r["batch"] for r in rows] == list(range(1, 11))
+    assert [r["edits"] for r in rows] == list(range(100, 1001, 100))
+    for r in rows:
+        for k in ("efficacy", "generalization", "specificity", "perplexity_ratio", "drift/final",
+                  f"drift/{st['drift_layers'][-1]}", "edit_seconds", "eval_seconds"):
+            assert r.get(k) is not None, (method, r["batch"], k)
+        assert 0 <= r["efficacy"] <= 100 and 0 <= r["specificity"] <= 100
+    assert sum(1 for r in rows if r.get("fluency") is not None) >= 1
+    assert rows[-1]["seconds"] >= sum(r["edit_seconds"] for r in rows)
+    assert st["n_probes"] > 0 and run["hidden_steps"] == [10]
+    # the shipped probe states reproduce the last row's drift
+    base, after = load_hidden(RUN / method)
+    for key in after:
+        assert after[key].shape == base[key].shape == (st["n_probes"], base[key].shape[1])
+        assert relative_drift(base[key], after[key]) == pytest.approx(rows[-1][f"drift/{key}"], rel=1e-5)
+    # the hyper-parameters are the shipped file's, plus the overrides the provenance names
+    assert st["hparams"]["layers"] == [4, 5, 6, 7, 8]
+    assert not (RUN / method / "checkpoint.pt").exists()        # records only, no weights
+
+
+def test_summary_json_agrees_with_the_metrics():
+    summary = json.loads((RUN / "report" / "summary.json").read_text())
+    assert set(summary["methods"]) == {"unedited", *METHODS}
+    for method in METHODS:
+        got = summary["methods"][method]
+        want = final_figures(RUN / method)
+        for k in SUMMARY_KEYS:
+            if k != "seconds":
+                assert got[k] == pytest.approx(want[k]), (method, k)
+    assert summary["methods"]["unedited"]["perplexity_ratio"] == pytest.approx(1.0)
+
+
+def test_provenance_names_the_command_and_the_commit():
+    prov = json.loads((RUN / "provenance.json").read_text())
+    assert "sequential --model smollm2-135m" in prov["command"]
+    assert prov["commit"] and len(prov["commit"]) == 40
+    assert all(isinstance(c, str) and "alphaedit-lite sequential" in c for c in prov["run_commands"])
+
+
+def test_records_stay_small():
+    size = sum(p.stat().st_size for p in RUN.rglob("*") if p.is_file())
+    assert size < 8e6, f"the shipped run takes {size / 1e6:.1f} MB; keep it to a few MB"
+    assert torch.load(RUN / METHODS[0] / "baseline_hidden.pt", weights_only=False)
