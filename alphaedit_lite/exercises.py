@@ -16,6 +16,8 @@ message gives the measured error.
 | `check_subject_key(fn, model, tok, layer)` | `fn(model, tok, text, subject, layer) -> k` (d_in,), the rewrite module's input at the subject's last token | MEMIT Eq. 14 / ROME Sec. 3.1 |
 | `check_projection(fn)` | `fn(Delta, P) -> Δ P`, AlphaEdit's plug-in for a MEMIT update: (ΔP)K0 = 0 | AlphaEdit Sec. 3 ("one line of code") |
 | `check_memit_normal_equations(fn)` | `fn(W, K1, V1, C0, lam) -> Δ = R K1ᵀ (λ C0 + K1 K1ᵀ)⁻¹`, R = V1 − W K1 | MEMIT Eq. 14 (one layer, no earlier edits) |
+| `check_null_space_share(fn)` | `fn(K, P) -> ‖P k‖² / ‖k‖²` per key (column), shape (n,) | AlphaEdit Sec. 3: the room an edit has |
+| `check_relative_drift(fn)` | `fn(H0, H) -> mean ‖h − h₀‖ / ‖h₀‖` over probes (rows) | AlphaEdit Fig. 5, the drift of unedited probes |
 
 Shapes follow CONTRIBUTING.md: keys are columns (d_in, n), Δ and W are (d_out, d_in),
 `prev_cov` is Kp Kpᵀ (d_in, d_in), everything is float64.
@@ -33,7 +35,7 @@ from .nullspace import null_space_projector
 from .solvers import alphaedit_delta, memit_delta
 
 __all__ = ["check_covariance", "check_projector", "check_grad_J", "check_alphaedit_delta", "check_subject_key",
-           "check_projection", "check_memit_normal_equations"]
+           "check_projection", "check_memit_normal_equations", "check_null_space_share", "check_relative_drift"]
 
 F64 = torch.float64
 MATCH_RTOL = 1e-8   # a learner's answer this close (relative Frobenius norm) to the reference passes
@@ -49,7 +51,7 @@ class _Case:
 
 # ------------------------------------------------------------------------------------------ helpers
 def _fro(x: torch.Tensor) -> float:
-    return float(torch.linalg.matrix_norm(x.to(F64)))
+    return float(torch.linalg.vector_norm(x.to(F64)))   # the Frobenius norm for matrices; also vectors, scalars
 
 
 def _rel(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -771,3 +773,93 @@ def check_memit_normal_equations(fn: Callable) -> None:
                         f"‖Δ − ref‖/‖ref‖ = {err:.2e}; Δ = R K1ᵀ (λC0 + K1K1ᵀ)⁻¹ with "
                         "R = V1 − W K1")
     _ok(fn, "Δ = (V1 − W K1) K1ᵀ (λC0 + K1K1ᵀ)⁻¹ (MEMIT's normal equations)", cases)
+
+
+# ------------------------------------------------------------- 8. the room an edit has: ‖Pk‖²/‖k‖²
+def _share_cases() -> list[_Case]:
+    from .verify import null_space_share
+
+    gen = torch.Generator().manual_seed(808)
+    cases = []
+    for label, d, r, n, scale in [("d = 8, a null space of rank 3, 5 keys", 8, 3, 5, 1.0),
+                                  ("d = 20, rank 12, 40 keys rescaled by 100", 20, 12, 40, 100.0)]:
+        U = _orthonormal(d, gen)[:, :r]                               # (d, r) the kept directions
+        P = U @ U.T                                                   # (d, d)
+        K = torch.randn(d, n, generator=gen, dtype=F64) * scale       # (d, n) keys as columns
+        cases.append(_Case(label, (K, P), null_space_share(K, P)))
+    U = _orthonormal(6, gen)
+    P = U[:, :2] @ U[:, :2].T
+    K = torch.cat([U[:, :2] @ torch.randn(2, 3, generator=gen, dtype=F64),       # inside: share 1
+                   U[:, 2:] @ torch.randn(4, 3, generator=gen, dtype=F64)], 1)   # outside: share 0
+    cases.append(_Case("keys wholly inside, then wholly outside the null space", (K, P), null_space_share(K, P)))
+    return cases
+
+
+def check_null_space_share(fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]) -> None:
+    """Check `fn(K, P) -> s` with s_j = ‖P k_j‖² / ‖k_j‖² for each key k_j (column of K), shape (n,)."""
+    _require_callable(fn)
+    cases = _share_cases()
+    for case in cases:
+        K, P = case.args
+        out = _call(fn, case)
+        n = K.shape[1]
+        if out.numel() == 1 and n > 1:
+            raise _fail(fn, case, f"one number for all {n} keys: return one share per key (column of K), "
+                                  f"shape ({n},); ‖P K‖²_F/‖K‖²_F is their energy-weighted average")
+        if tuple(out.shape) != (n,):
+            raise _fail(fn, case, f"return one share per key (column of K), shape ({n},), got {tuple(out.shape)}")
+        _check_finite(fn, case, out)
+        if _rel(out, case.expected) < MATCH_RTOL:
+            continue
+        ref = case.expected
+        PK = P @ K                                                    # (d, n)
+        raise _diagnose(fn, case, out, [
+            ("you measured the share OUTSIDE the null space (I − P): P keeps the editable directions, so "
+             "the share is ‖P k‖²/‖k‖²", 1 - ref),
+            ("you forgot the squares: the share of energy is ‖P k‖² / ‖k‖², not ‖P k‖ / ‖k‖", ref.sqrt()),
+            ("you did not divide by ‖k‖²: a key twice as long would count four times as much",
+             PK.norm(dim=0) ** 2),
+        ], f"off by {_rel(out, ref):.1e} (relative) from ‖P k‖² / ‖k‖² per key; ‖P k‖ is P @ K, norms over dim=0")
+    _ok(fn, "s_j = ‖P k_j‖² / ‖k_j‖² per key", cases)
+
+
+# -------------------------------------------------------------- 9. hidden-state drift of the probes
+def _drift_cases() -> list[_Case]:
+    from .drift import relative_drift
+
+    gen = torch.Generator().manual_seed(909)
+    cases = []
+    for label, n, d, scales in [("12 probes in 8 dimensions", 12, 8, False),
+                                ("50 probes of very different lengths", 50, 16, True)]:
+        H0 = torch.randn(n, d, generator=gen, dtype=F64)                   # (n, d) rows are probes
+        if scales:
+            H0 = H0 * torch.logspace(-1, 2, n, dtype=F64)[:, None]
+        H = H0 + 0.1 * torch.randn(n, d, generator=gen, dtype=F64) * H0.norm(dim=1, keepdim=True) / d ** 0.5
+        cases.append(_Case(label, (H0, H), torch.tensor(relative_drift(H0, H), dtype=F64)))
+    return cases
+
+
+def check_relative_drift(fn: Callable[[torch.Tensor, torch.Tensor], float]) -> None:
+    """Check `fn(H0, H) -> mean_i ‖h_i − h0_i‖ / ‖h0_i‖` over the probes (rows) of H0 and H, shape (n, d)."""
+    _require_callable(fn)
+    cases = _drift_cases()
+    for case in cases:
+        H0, H = case.args
+        out = _call(fn, case)
+        if out.numel() != 1:
+            raise _fail(fn, case, f"return one number (the mean over probes), got shape {tuple(out.shape)}")
+        out = out.reshape(())
+        if _rel(out, case.expected) < 1e-6:      # a Python float comes back as float32: 1e-6, not MATCH_RTOL
+            continue
+        D = H - H0
+        raise _diagnose(fn, case, out, [
+            ("you divided the norm of all changes by the norm of all states (‖H − H0‖_F / ‖H0‖_F): that lets "
+             "the longest probes dominate; average the per-probe ratios", D.norm() / H0.norm()),
+            ("you forgot to divide by ‖h0‖: drift is relative, so that long and short states count alike",
+             D.norm(dim=1).mean()),
+            ("you took norms over the probes (dim=0) instead of over each state (dim=1)",
+             (D.norm(dim=0) / H0.norm(dim=0)).mean()),
+            ("you divided by ‖h‖ after editing; the reference is the unedited state ‖h0‖",
+             (D.norm(dim=1) / H.norm(dim=1)).mean()),
+        ], f"off by {_rel(out, case.expected):.1e} (relative) from mean_i ‖h_i − h0_i‖ / ‖h0_i‖")
+    _ok(fn, "mean over probes of ‖h − h₀‖ / ‖h₀‖", cases)

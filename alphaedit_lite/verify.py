@@ -51,3 +51,15 @@ def projector_errors(P: torch.Tensor) -> dict[str, float]:
     _check_square_projector(P)
     n = max(_fro(P), 1e-300)
     return {"symmetry": _fro(P - P.T) / n, "idempotence": _fro(P @ P - P) / n}
+
+
+def null_space_share(K: torch.Tensor, P: torch.Tensor) -> torch.Tensor:
+    """Per key (column of ``K``, shape (d_in, n)): ‖P k‖² / ‖k‖², the share of its energy in the
+    directions P leaves editable. AlphaEdit can write an edit only through that part of its key,
+    and an unedited key with a large share is exposed to the edit. Returns shape (n,)."""
+    _check_square_projector(P)
+    K = as_matrix("K", K).to(torch.float64)
+    if K.shape[0] != P.shape[0]:
+        raise ValueError(f"K has keys of dimension {K.shape[0]} but P is {tuple(P.shape)}; pass keys as columns (d_in, n)")
+    PK = P.to(device=K.device, dtype=torch.float64) @ K
+    return PK.norm(dim=0) ** 2 / K.norm(dim=0).clamp_min(1e-300) ** 2

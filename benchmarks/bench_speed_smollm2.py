@@ -11,11 +11,12 @@ Prints, for the model's shipped AlphaEdit settings (layers 4-8, 11 context templ
    - ``v_dtype``: "float32" or "bfloat16" (the layers above L under bf16 autocast; δ, loss, Adam float32);
    with seconds per edit, steps, the target probability reached and δ's distance from the slow path's;
 3. the key statistics + P of layers 4-8 over 102,400 WikiText-2 tokens (recomputed, not cached);
-4. with ``--p-table``: how many tokens P needs (the paper's Table 6 question): for 10k-100k tokens,
+4. quality: one AlphaEdit batch from each lever's targets, with efficacy / generalization / specificity;
+5. with ``--p-table``: how many tokens P needs (the paper's Table 6 question): for 10k-100k tokens,
    the kept rank, the leak ‖P K‖/‖K‖ of held-out WikiText keys (what bounds ‖ΔK0‖ there), and
    efficacy / generalization / specificity of one AlphaEdit batch of ``--p-edits`` requests.
 
-Run: .venv/bin/python benchmarks/bench_speed_smollm2.py --threads 2              (about 6 minutes)
+Run: .venv/bin/python benchmarks/bench_speed_smollm2.py --threads 2              (about 8 minutes)
      .venv/bin/python benchmarks/bench_speed_smollm2.py --threads 2 --p-table    (about 15 minutes)
 The quality of the fast path over whole sequential runs is measured with the `sequential` command;
 benchmarks/README.md has both tables and the commands.
@@ -31,7 +32,6 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from alphaedit_lite.covariance import SecondMoment  # noqa: E402
 from alphaedit_lite.evaluate import evaluate_requests  # noqa: E402
 from alphaedit_lite.hparams import load_hparams  # noqa: E402
 from alphaedit_lite.keys import context_templates  # noqa: E402
@@ -80,12 +80,14 @@ def main(argv: list[str] | None = None) -> int:
           "mean p(o*) | ‖δ − δ_slow‖/‖δ_slow‖ |")
     print("|---|---|---|---|---|---|---|---|")
     slow = None
+    targets = {}
     for stop, dtype in LEVERS:
         tr = compute_targets(model, tok, reqs, hp.layers[-1], templates, v_num_grad_steps=hp.v_num_grad_steps,
                              v_lr=hp.v_lr, v_weight_decay=hp.v_weight_decay, clamp_norm_factor=hp.clamp_norm_factor,
                              kl_factor=hp.kl_factor, v_early_stop_loss=hp.v_early_stop_loss,
                              fact_token=hp.fact_token, v_stop=stop, v_dtype=dtype)
         per = tr.seconds / len(reqs)
+        targets[stop, dtype] = tr
         if slow is None:
             slow = (per, tr.delta)
         steps = sum(s["steps"] for s in tr.stats) / len(reqs)
@@ -104,6 +106,24 @@ def main(argv: list[str] | None = None) -> int:
     t2 = time.perf_counter()
     print(f"\nkey statistics, layers {hp.layers}, {n_tok:,} tokens: {t1 - t0:.1f} s "
           f"({(t1 - t0) / ref:.0f} reference passes); P for all layers: {t2 - t1:.1f} s; total {t2 - t0:.1f} s")
+
+    # ---- quality: the same AlphaEdit batch from each lever's targets ---------------------------
+    print(f"\nquality: one AlphaEdit batch of the {len(reqs)} requests from each row's targets (same statistics "
+          "and P), then the CounterFact metrics of the batch:")
+    print("| v_stop | v_dtype | Eff. | Gen. | Spe. |")
+    print("|---|---|---|---|---|")
+    original = {l: get_rewrite_weight(model, l).clone() for l in hp.layers}
+    for (stop, dtype), tr in targets.items():
+        try:
+            apply_method("AlphaEdit", model, tok, reqs, hp, stats=stats, templates=templates, targets=tr, progress=False)
+            q = evaluate_requests(model, tok, reqs)["summary"]
+        finally:
+            for l, w in original.items():
+                set_rewrite_weight(model, l, w)
+        print(f"| {stop} | {dtype} | {q['efficacy']:.1f} | {q['generalization']:.1f} | {q['specificity']:.1f} |",
+              flush=True)
+    base = evaluate_requests(model, tok, reqs)["summary"]
+    print(f"| (unedited) | | {base['efficacy']:.1f} | {base['generalization']:.1f} | {base['specificity']:.1f} |")
 
     if args.p_table:
         p_table(model, tok, hp, templates, args.p_edits)

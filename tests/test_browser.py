@@ -47,7 +47,10 @@ class Case:
     slider: bool = True     # has an ipywidgets slider whose driven output must change when moved
 
 
+# Notebooks 03 and 04 are executed headless in CI (tests/test_notebooks.py) but not here: each
+# loads SmolLM2 and takes 2-4 minutes headless, which a browser run would add again (CI stays under 30 minutes).
 NOTEBOOKS = [
+    Case("00_editing_as_a_tradeoff", min_plotly=1, slider=False),
     Case("01_null_space_geometry", min_plotly=1),
     Case("02_closed_form_derivation", min_plotly=0),
     Case("05_hidden_state_drift", min_plotly=1),

@@ -146,3 +146,17 @@ def test_low_precision_and_array_inputs_accumulate_in_float64():
     assert _close(acc32.cov, X32.T @ X32 / 50)
     acc_np = SecondMoment().update(np.asarray(X))  # a NumPy array of rows
     assert _close(acc_np.cov, SecondMoment().update(X).cov)
+
+
+def test_float32_batches_match_float64_batches():
+    g = torch.Generator().manual_seed(7)
+    keys = [torch.randn(2048, 64, generator=g) * 3 + 1 for _ in range(3)]          # float32 keys, as a model gives
+    a, b = SecondMoment(), SecondMoment()
+    for k in keys:
+        a.update(k)
+        b.update(k, batch_dtype=torch.float32)
+    assert a.count == b.count == 6144 and b.sum.dtype == torch.float64
+    err = float((a.cov - b.cov).abs().max() / a.cov.abs().max())
+    assert 0 <= err < 1e-5, err
+    with pytest.raises(ValueError, match="batch_dtype"):
+        a.update(keys[0], batch_dtype=torch.float16)

@@ -182,8 +182,33 @@ MISTAKES["check_projection"] = [
     (lambda D, P: D @ P * 1.01, "differs from Δ P by a relative error"),
 ]
 
+def share_ok(K, P):
+    return (P @ K).norm(dim=0) ** 2 / K.norm(dim=0) ** 2
+
+
+def drift_ok(H0, H):
+    return float(((H - H0).norm(dim=1) / H0.norm(dim=1)).mean())
+
+
+MISTAKES["check_null_space_share"] = [
+    (lambda K, P: 1 - share_ok(K, P), "OUTSIDE the null space"),
+    (lambda K, P: share_ok(K, P).sqrt(), "forgot the squares"),
+    (lambda K, P: (P @ K).norm(dim=0) ** 2, "did not divide by ‖k‖²"),
+    (lambda K, P: (P @ K).norm() ** 2 / K.norm() ** 2, "one number for all"),
+    (lambda K, P: share_ok(K, P)[:-1], "one share per key"),
+    (lambda K, P: share_ok(K, P) * 1.01, "off by"),
+]
+MISTAKES["check_relative_drift"] = [
+    (lambda H0, H: float((H - H0).norm() / H0.norm()), "‖H − H0‖_F / ‖H0‖_F"),
+    (lambda H0, H: float((H - H0).norm(dim=1).mean()), "forgot to divide by ‖h0‖"),
+    (lambda H0, H: float(((H - H0).norm(dim=0) / H0.norm(dim=0)).mean()), "over the probes (dim=0)"),
+    (lambda H0, H: float(((H - H0).norm(dim=1) / H.norm(dim=1)).mean()), "after editing"),
+    (lambda H0, H: (H - H0).norm(dim=1) / H0.norm(dim=1), "return one number"),
+]
+
 REFERENCES = {"check_covariance": cov_ok, "check_projector": proj_ok, "check_grad_J": grad_ok,
-              "check_alphaedit_delta": ae_ok, "check_projection": project_ok}
+              "check_alphaedit_delta": ae_ok, "check_projection": project_ok,
+              "check_null_space_share": share_ok, "check_relative_drift": drift_ok}
 
 
 # ------------------------------------------------------------------------------------- checkers
@@ -383,7 +408,7 @@ def test_notebook_has_at_least_two_checked_exercises(name):
     assert len(set(checked)) >= 2, f"{name}: {checked}"
 
 
-@pytest.mark.parametrize("name", EXERCISE_NOTEBOOKS)
+@pytest.mark.parametrize("name", EXERCISE_NOTEBOOKS + ["04_memit_vs_alphaedit", "05_hidden_state_drift"])
 def test_notebook_solutions_pass_their_checks(name, capsys, tiny_model):
     """The solutions as committed pass (fast, without running the whole notebook)."""
     cells = [c for c in jupytext.read(NB_DIR / f"{name}.py").cells if c.cell_type == "code"]

@@ -162,7 +162,10 @@ def test_wheel_carries_the_shipped_data_and_an_install_finds_it(tmp_path):
     wheel = next(out.glob("alphaedit_lite-*.whl"))
     names = zipfile.ZipFile(wheel).namelist()
     for rel in ("tiny_world/model.safetensors", "tiny_world/world.json", "subword_world/model.safetensors",
-                "requests/smollm2_known_facts.json"):
+                "requests/smollm2_known_facts.json", "runs/smollm2-135m-1000x100/provenance.json",
+                "runs/smollm2-135m-1000x100/AlphaEdit/metrics.jsonl",
+                "runs/smollm2-135m-1000x100/MEMIT/hidden/step_00010.pt",
+                "runs/smollm2-135m-1000x100/report/summary.json"):
         assert any(n.endswith(f".data/data/share/alphaedit-lite/data/{rel}") for n in names), rel
     assert any(n.endswith("hparams/AlphaEdit/subword-world.json") for n in names)
     # install it (no dependencies: they are this interpreter's) into a prefix outside the checkout
@@ -172,8 +175,10 @@ def test_wheel_carries_the_shipped_data_and_an_install_finds_it(tmp_path):
                         str(wheel)], capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr[-2000:]
     site = next(prefix.glob("lib/python*/site-packages"))
-    code = ("import alphaedit_lite.paths as p, alphaedit_lite.world as w; print(p.PACKAGE_DIR); print(p.DATA_DIR); "
-            "print(w.default_world_dir().joinpath('model.safetensors').is_file())")
+    code = ("import alphaedit_lite.paths as p, alphaedit_lite.world as w, alphaedit_lite.sequential as s; "
+            "print(p.PACKAGE_DIR); print(p.DATA_DIR); "
+            "print(w.default_world_dir().joinpath('model.safetensors').is_file() "
+            "and s.shipped_run_dir().joinpath('AlphaEdit', 'settings.json').is_file())")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path, timeout=300,
                        env={**os.environ, "PYTHONPATH": str(site), "PYTHONNOUSERSITE": "1"})
     assert r.returncode == 0, r.stderr[-2000:]

@@ -168,3 +168,44 @@ def test_bad_counts_are_refused_before_the_model_loads(flag, monkeypatch, capsys
     monkeypatch.setattr(S, "prepare", trap)
     assert main(["sequential", "--model", "tiny-world", flag, "0", "--out", "unused"]) == 2
     assert f"{flag} must be at least 1" in capsys.readouterr().err
+
+
+def test_records_copy_is_a_loadable_light_run(tmp_path, capsys):
+    from alphaedit_lite.report import load_hidden, load_run
+
+    out, rec = tmp_path / "run", tmp_path / "records"
+    assert main(["sequential", "--model", "tiny-world", "--method", "MEMIT,AlphaEdit", "--edits", "4", "--batch", "2",
+                 "--probes", "10", "--quiet", "--threads", "1", "--out", str(out), "--records", str(rec)]) == 0
+    prov = json.loads((rec / "provenance.json").read_text())
+    assert prov["command"].startswith("alphaedit-lite ") and "seconds_this_command" in prov
+    for m in ("MEMIT", "AlphaEdit"):
+        assert (out / m / "checkpoint.pt").is_file() and not (rec / m / "checkpoint.pt").exists()
+        assert load_run(rec / m)["metrics"] == load_run(out / m)["metrics"]
+        assert [p.name for p in (rec / m / "hidden").iterdir()] == ["step_00002.pt"]     # the last step only
+        base, after = load_hidden(rec / m)
+        assert torch.equal(after["final"], load_hidden(out / m)[1]["final"])
+    for f in ("summary.md", "summary.json", "curves.png"):
+        assert (rec / "report" / f).is_file()
+
+
+def test_demo_writes_every_part_and_one_summary(tmp_path, capsys, monkeypatch):
+    import alphaedit_lite.sequential as SQ
+
+    out = tmp_path / "demo"
+    assert main(["demo", "--edits", "4", "--batch", "2", "--live-edits", "0", "--quiet", "--threads", "1",
+                 "--out", str(out)]) == 0
+    text = capsys.readouterr().out
+    summary = json.loads((out / "report" / "summary.json").read_text())
+    assert "tiny_world" in summary["parts"] and (out / "tiny-world" / "MEMIT" / "metrics.jsonl").is_file()
+    if SQ.shipped_run_dir().is_dir():        # the shipped SmolLM2 run is the headline when it is there
+        assert summary["methods_from"] == "smollm2_shipped"
+        assert "paper, Table 1" in text and "measured here" in text
+        for f in ("curves.png", "curves.html", "hidden_pca.png", "summary.json"):
+            assert (out / "smollm2-shipped" / f).is_file()
+        assert summary["methods"]["AlphaEdit"]["edits"] == 1000
+    # without the shipped records the organism's figures are the summary's methods
+    monkeypatch.setattr(SQ, "shipped_run_dir", lambda: tmp_path / "nowhere")
+    assert main(["demo", "--edits", "4", "--batch", "2", "--live-edits", "0", "--quiet", "--threads", "1",
+                 "--out", str(tmp_path / "demo2")]) == 0
+    s2 = json.loads((tmp_path / "demo2" / "report" / "summary.json").read_text())
+    assert s2["methods_from"] == "tiny_world" and set(s2["methods"]) == {"unedited", "MEMIT", "AlphaEdit"}

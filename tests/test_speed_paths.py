@@ -349,7 +349,7 @@ def test_most_probable_stop_stops_where_the_new_object_is_the_argmax(tiny):
     mp = TG.compute_targets(model, tok, reqs, 1, TEMPLATES, v_stop="most_probable", **kw)
     stopped = [i for i, s in enumerate(mp.stats) if s["stopped_early"]]
     assert stopped, "no request stopped early: the test would check nothing"
-    for i, (a, b) in enumerate(zip(mp.stats, plain.stats)):
+    for a, b in zip(mp.stats, plain.stats):
         assert a["steps"] <= b["steps"]                       # the rule only adds a way to stop
     assert sum(s["steps"] for s in mp.stats) < sum(s["steps"] for s in plain.stats)
     for i in stopped:                                         # where it stopped, o* is the argmax everywhere
