@@ -42,4 +42,4 @@ clean:
 	rm -rf $(VENV) .pytest_cache build *.egg-info
 
 exercises: setup
-	$(BIN)/python -m alphaedit_lite.make_exercises --out exercises/
+	$(BIN)/python -m alphaedit_lite.classroom.make_exercises --out exercises/

@@ -13,16 +13,15 @@ Editing a model (the README's names): ``load_model``, ``load_hparams`` and ``app
 imported on first use (``from alphaedit_lite import load_model`` works), so that ``import
 alphaedit_lite`` stays light for the numeric core.
 """
-from .covariance import SecondMoment
-from .device import pick_device
-from .nullspace import Projector, null_space_projector, projector_from_keys
-from .solvers import alphaedit_delta, memit_delta
-from .verify import nullspace_residual, preserved_change, projector_errors
+from alphaedit_lite.core.covariance import SecondMoment
+from alphaedit_lite.core.nullspace import Projector, null_space_projector, projector_from_keys
+from alphaedit_lite.core.solvers import alphaedit_delta, memit_delta
+from alphaedit_lite.core.verify import nullspace_residual, preserved_change, projector_errors
+from alphaedit_lite.util.device import pick_device
+from alphaedit_lite.util.version import __version__
 
-__version__ = "0.1.0"
-
-# Names imported on first access (module-level __getattr__, PEP 562): name -> submodule.
-_LAZY = {"load_model": "models", "load_hparams": "hparams", "apply_method": "methods"}
+# Names imported on first access (module-level __getattr__, PEP 562): name -> module.
+_LAZY = {"load_model": "model.loading", "load_hparams": "methods.hparams", "apply_method": "methods"}
 
 __all__ = [
     "SecondMoment", "Projector", "null_space_projector", "projector_from_keys",
@@ -43,3 +42,9 @@ def __getattr__(name: str):
 
 def __dir__() -> list[str]:
     return sorted(set(globals()) | set(_LAZY))
+
+
+# Modules moved into the layered subpackages (issue 14): the old paths still import, with a warning.
+from alphaedit_lite.util.moved import install as _install_moved  # noqa: E402
+
+_install_moved()

@@ -1,4 +1,4 @@
 """`python -m alphaedit_lite ...` is the same as the `alphaedit-lite` command."""
-from .cli import main
+from alphaedit_lite.cli.app import main
 
 raise SystemExit(main())

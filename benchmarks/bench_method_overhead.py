@@ -28,14 +28,15 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from alphaedit_lite.hparams import load_hparams  # noqa: E402
-from alphaedit_lite.keys import context_templates  # noqa: E402
+from alphaedit_lite.methods.hparams import load_hparams  # noqa: E402
+from alphaedit_lite.locate.keys import context_templates  # noqa: E402
 from alphaedit_lite.methods import apply_method  # noqa: E402
 from alphaedit_lite.methods.common import EditState  # noqa: E402
-from alphaedit_lite.models import get_rewrite_weight, load_model, set_rewrite_weight  # noqa: E402
-from alphaedit_lite.requests import load_requests  # noqa: E402
-from alphaedit_lite.stats import layer_stats, projectors  # noqa: E402
-from alphaedit_lite.targets import compute_targets  # noqa: E402
+from alphaedit_lite.model.arch import get_rewrite_weight, set_rewrite_weight  # noqa: E402
+from alphaedit_lite.model.loading import load_model
+from alphaedit_lite.locate.requests import load_requests  # noqa: E402
+from alphaedit_lite.locate.stats import layer_stats, projectors  # noqa: E402
+from alphaedit_lite.locate.targets import compute_targets  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -85,7 +85,7 @@ def _threshold(d: int) -> float:
 
 def child_generate(d: int, out: str, seed: int) -> dict:
     """Stream n = 2d synthetic keys through SecondMoment (float64) and save C = K Kᵀ / n."""
-    from alphaedit_lite.covariance import SecondMoment
+    from alphaedit_lite.core.covariance import SecondMoment
 
     g = torch.Generator().manual_seed(seed)
     m, n = int(SIGNAL_SHARE * d), SAMPLES_PER_DIM * d
@@ -115,7 +115,7 @@ def _warm_up(dtype: torch.dtype) -> None:
 
 
 def child_measure(method: str, cov_path: str, thr: float, dtype_name: str, p_out: str) -> dict:
-    from alphaedit_lite.nullspace import null_space_projector
+    from alphaedit_lite.core.nullspace import null_space_projector
 
     dtype = DTYPES[dtype_name]
     C = torch.load(cov_path, weights_only=True).to(dtype)  # (d, d)

@@ -32,14 +32,16 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from alphaedit_lite.evaluate import evaluate_requests  # noqa: E402
-from alphaedit_lite.hparams import load_hparams  # noqa: E402
-from alphaedit_lite.keys import context_templates  # noqa: E402
+from alphaedit_lite.experiments.evaluate import evaluate_requests  # noqa: E402
+from alphaedit_lite.methods.hparams import load_hparams  # noqa: E402
+from alphaedit_lite.locate.keys import context_templates  # noqa: E402
 from alphaedit_lite.methods import apply_method  # noqa: E402
-from alphaedit_lite.models import get_rewrite_weight, load_model, set_rewrite_weight  # noqa: E402
-from alphaedit_lite.requests import load_counterfact  # noqa: E402
-from alphaedit_lite.stats import clear_projector_memo, collect_second_moments, corpus_tokens, layer_stats, projectors  # noqa: E402
-from alphaedit_lite.targets import compute_targets  # noqa: E402
+from alphaedit_lite.model.arch import get_rewrite_weight, set_rewrite_weight  # noqa: E402
+from alphaedit_lite.model.loading import load_model
+from alphaedit_lite.locate.requests import load_counterfact  # noqa: E402
+from alphaedit_lite.locate.corpus import corpus_tokens
+from alphaedit_lite.locate.stats import clear_projector_memo, collect_second_moments, layer_stats, projectors  # noqa: E402
+from alphaedit_lite.locate.targets import compute_targets  # noqa: E402
 
 LEVERS = [("loss", "float32"), ("loss", "bfloat16"), ("most_probable", "float32"), ("most_probable", "bfloat16")]
 

@@ -4,11 +4,11 @@ Prints, for the shipped subword world (or ``--path``):
 
 1. what it knows: top-1 accuracy on facts in trained and held-out phrasings, background perplexity;
 2. where facts are recalled, two ways:
-   * interchange patching (:func:`alphaedit_lite.tracing.patch_subject_state`): the output of block l
+   * interchange patching (:func:`alphaedit_lite.locate.tracing.patch_subject_state`): the output of block l
      at the subject's last token is replaced by another subject's (same phrasing); the share of
      answers that change, and that become the other subject's answer, per layer. ROME's picture
      (facts read from the subject's position) predicts ≥ 90 % at the early layers;
-   * causal tracing (:func:`alphaedit_lite.tracing.trace`, ROME Sec. 2.1): the average indirect
+   * causal tracing (:func:`alphaedit_lite.locate.tracing.trace`, ROME Sec. 2.1): the average indirect
      effect of restoring the hidden state / MLP output / attention output of each layer at five
      position groups (subject's first, middle, last token; further tokens; the last token);
 3. the key space at the edited layers (:func:`alphaedit_lite.world.editing.subword_stats`, P with
@@ -27,13 +27,13 @@ import time
 
 import torch
 
-from alphaedit_lite.hparams import load_hparams
-from alphaedit_lite.keys import compute_keys, right_pad
-from alphaedit_lite.models import arch_spec, num_layers
-from alphaedit_lite.nullspace import null_space_projector
-from alphaedit_lite.requests import as_request
-from alphaedit_lite.hooks import TraceDict
-from alphaedit_lite.tracing import GROUPS, average_indirect_effect, patch_subject_state, trace
+from alphaedit_lite.methods.hparams import load_hparams
+from alphaedit_lite.locate.keys import compute_keys, right_pad
+from alphaedit_lite.model.arch import arch_spec, num_layers
+from alphaedit_lite.core.nullspace import null_space_projector
+from alphaedit_lite.locate.requests import as_request
+from alphaedit_lite.model.hooks import TraceDict
+from alphaedit_lite.locate.tracing import GROUPS, average_indirect_effect, patch_subject_state, trace
 from alphaedit_lite.world import evaluate_world_model, load_world_model
 from alphaedit_lite.world.background import background_sentences
 from alphaedit_lite.world.editing import subword_stats

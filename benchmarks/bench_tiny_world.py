@@ -28,7 +28,7 @@ def reference_seconds(model, tok, world, repeats: int = 5) -> float:
     """Median wall time of one forward pass over 512 fixed training prompts (the yardstick)."""
     import torch
 
-    from alphaedit_lite.keys import right_pad
+    from alphaedit_lite.locate.keys import right_pad
 
     prompts = [p.prompt for p in world.probes("train")[:512]]
     ids, mask = right_pad([tok(p, add_special_tokens=False).input_ids for p in prompts], tok.pad_token_id)
@@ -55,9 +55,10 @@ def main(argv=None) -> int:
 
     import torch
 
-    from alphaedit_lite.edit_cli import cpu_threads
-    from alphaedit_lite.report import load_run
-    from alphaedit_lite.sequential import hparams_for, prepare, run_methods, write_report
+    from alphaedit_lite.util.device import cpu_threads
+    from alphaedit_lite.experiments.records import load_run
+    from alphaedit_lite.experiments.sequential import hparams_for, prepare, run_methods
+    from alphaedit_lite.plots.report import write_report
     from alphaedit_lite.world.editing import unedited_accuracy, untouched_accuracy, world_stats
 
     n_threads = cpu_threads(a.threads)
@@ -72,7 +73,7 @@ def main(argv=None) -> int:
     ref = reference_seconds(model, tok, world)
     base_unedited = unedited_accuracy(model, tok, world, setup.requests, k=1000)
     base_untouched = untouched_accuracy(model, tok, world, setup.requests, k=1000)
-    from alphaedit_lite.evaluate import evaluate_requests
+    from alphaedit_lite.experiments.evaluate import evaluate_requests
     base = evaluate_requests(model, tok, setup.requests[:200])["summary"]
 
     print(f"tiny world: {a.edits} sequential edits in batches of {a.batch}; {n_threads} CPU thread(s); "

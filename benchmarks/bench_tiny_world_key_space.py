@@ -35,11 +35,11 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from alphaedit_lite.evaluate import evaluate_requests  # noqa: E402
+from alphaedit_lite.experiments.evaluate import evaluate_requests  # noqa: E402
 from alphaedit_lite.methods import apply_method  # noqa: E402
-from alphaedit_lite.models import arch_spec, get_rewrite_weight, set_rewrite_weight  # noqa: E402
-from alphaedit_lite.nullspace import null_space_projector  # noqa: E402
-from alphaedit_lite.sequential import hparams_for, prepare  # noqa: E402
+from alphaedit_lite.model.arch import arch_spec, get_rewrite_weight, set_rewrite_weight  # noqa: E402
+from alphaedit_lite.core.nullspace import null_space_projector  # noqa: E402
+from alphaedit_lite.experiments.sequential import hparams_for, prepare  # noqa: E402
 
 
 def last_token_keys(model, tok, prompts: list[str], layer: int, batch_size: int = 256) -> torch.Tensor:
@@ -88,10 +88,10 @@ def key_space(setup, layer: int, threshold: float) -> dict:
 
 
 def smollm2_key_space(threshold: float, n_records: int = 50) -> dict:
-    from alphaedit_lite.keys import compute_keys
-    from alphaedit_lite.models import load_model
-    from alphaedit_lite.requests import load_counterfact
-    from alphaedit_lite.stats import layer_stats
+    from alphaedit_lite.locate.keys import compute_keys
+    from alphaedit_lite.model.loading import load_model
+    from alphaedit_lite.locate.requests import load_counterfact
+    from alphaedit_lite.locate.stats import layer_stats
 
     hp = hparams_for("AlphaEdit", "smollm2-135m", None)
     model, tok = load_model("smollm2-135m", device="cpu")

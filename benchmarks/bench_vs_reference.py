@@ -13,7 +13,7 @@ null-space threshold 2e-2, α = 10, learning rate 0.5 or 0.1, and EasyEdit's con
    ``../shared/data/counterfact/counterfact_1031.json``, in file order, for each method, each
    method starting from the unedited weights;
 3. efficacy / generalization / specificity on those records before and after the edits (the papers'
-   mean-token NLL comparison, :func:`alphaedit_lite.evaluate.evaluate_requests`).
+   mean-token NLL comparison, :func:`alphaedit_lite.experiments.evaluate.evaluate_requests`).
 
 It also times one fixed REFERENCE OPERATION — a full forward pass of the model (all 30 blocks and
 the unembedding at every position, no gradient) over the first 16 × 128 tokens of the same text —
@@ -176,13 +176,15 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
-    from alphaedit_lite import models as M
-    from alphaedit_lite.edit_cli import cpu_threads
-    from alphaedit_lite.evaluate import evaluate_requests
-    from alphaedit_lite.hparams import load_hparams
-    from alphaedit_lite.keys import context_templates
-    from alphaedit_lite.requests import load_counterfact
-    from alphaedit_lite.stats import _resolve_corpus, _token_stream, corpus_tokens, layer_stats, projectors
+    from alphaedit_lite.model import arch as M
+    from alphaedit_lite.model import loading as ML
+    from alphaedit_lite.util.device import cpu_threads
+    from alphaedit_lite.experiments.evaluate import evaluate_requests
+    from alphaedit_lite.methods.hparams import load_hparams
+    from alphaedit_lite.locate.keys import context_templates
+    from alphaedit_lite.locate.requests import load_counterfact
+    from alphaedit_lite.locate.corpus import _resolve_corpus, _token_stream, corpus_tokens
+    from alphaedit_lite.locate.stats import layer_stats, projectors
 
     load_start = _loadavg()
     threads = cpu_threads(args.threads)
@@ -192,7 +194,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"load average {load_start}, {threads} torch thread(s), {env['cpu']}", file=sys.stderr, flush=True)
 
     t = time.perf_counter()
-    model, tok = M.load_model("smollm2-135m", device="cpu")
+    model, tok = ML.load_model("smollm2-135m", device="cpu")
     load_s = time.perf_counter() - t
     rss_model = _peak_rss_mb()
 

@@ -24,10 +24,11 @@ import time
 
 import torch
 
-from alphaedit_lite.hooks import TraceDict
-from alphaedit_lite.keys import locate_subject
-from alphaedit_lite.models import arch_spec, embed, load_model, num_layers
-from alphaedit_lite.requests import load_knowns
+from alphaedit_lite.model.hooks import TraceDict
+from alphaedit_lite.locate.keys import locate_subject
+from alphaedit_lite.model.arch import arch_spec, embed, num_layers
+from alphaedit_lite.model.loading import load_model
+from alphaedit_lite.locate.requests import load_knowns
 
 
 def answer_token(tok, attribute: str) -> int:

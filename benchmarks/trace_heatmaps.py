@@ -3,7 +3,7 @@
 For each model, traces facts it knows (SmolLM2: ROME's known facts; the worlds: their own facts in
 trained phrasings), prints the average indirect effect (AIE) of restoring the hidden state, MLP
 output and attention output per layer at five position groups, and writes one figure per model
-(:func:`alphaedit_lite.viz.plot_trace` on the AIE) plus one example trace.
+(:func:`alphaedit_lite.plots.viz.plot_trace` on the AIE) plus one example trace.
 
     python benchmarks/trace_heatmaps.py --out docs/figures            # ~5 min on one thread
     python benchmarks/trace_heatmaps.py --models subword-world --n 30
@@ -22,7 +22,7 @@ from pathlib import Path
 
 import torch
 
-from alphaedit_lite.tracing import GROUPS, average_indirect_effect, trace
+from alphaedit_lite.locate.tracing import GROUPS, average_indirect_effect, trace
 
 MODELS = ("smollm2-135m", "subword-world", "tiny-world")
 
@@ -30,8 +30,8 @@ MODELS = ("smollm2-135m", "subword-world", "tiny-world")
 def facts_of(name: str, n: int):
     """(model, tok, [(prompt, subject, answer)]) for a model name of MODELS."""
     if name == "smollm2-135m":
-        from alphaedit_lite.models import load_model
-        from alphaedit_lite.requests import load_knowns
+        from alphaedit_lite.model.loading import load_model
+        from alphaedit_lite.locate.requests import load_knowns
 
         model, tok = load_model(name, device="cpu")
         out = []
@@ -62,7 +62,7 @@ def main(argv=None) -> int:
     torch.set_num_threads(a.threads)
     import matplotlib
     matplotlib.use("Agg")
-    from alphaedit_lite.viz import plot_trace
+    from alphaedit_lite.plots.viz import plot_trace
 
     for name in a.models.split(","):
         if name not in MODELS:

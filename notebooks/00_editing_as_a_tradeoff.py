@@ -74,7 +74,7 @@ if importlib.util.find_spec("alphaedit_lite") is None:
 import torch
 
 import alphaedit_lite
-from alphaedit_lite.device import pick_device
+from alphaedit_lite.util.device import pick_device
 
 # %matplotlib inline
 torch.manual_seed(0)
@@ -90,12 +90,12 @@ import numpy as np
 from IPython.display import display
 from matplotlib.figure import Figure
 
-from alphaedit_lite import viz
-from alphaedit_lite.covariance import SecondMoment
-from alphaedit_lite.edit_cli import cpu_threads
-from alphaedit_lite.nullspace import null_space_projector
-from alphaedit_lite.solvers import alphaedit_delta, memit_delta
-from alphaedit_lite.verify import nullspace_residual, preserved_change
+from alphaedit_lite.plots import viz
+from alphaedit_lite.core.covariance import SecondMoment
+from alphaedit_lite.util.device import cpu_threads
+from alphaedit_lite.core.nullspace import null_space_projector
+from alphaedit_lite.core.solvers import alphaedit_delta, memit_delta
+from alphaedit_lite.core.verify import nullspace_residual, preserved_change
 
 if device.type == "cpu":
     cpu_threads()  # only the cores other jobs leave free
@@ -119,13 +119,14 @@ print(f"torch threads: {torch.get_num_threads()}")
 # **held out** and will measure preservation in section 4.
 
 # %%
-from alphaedit_lite import models as M
-from alphaedit_lite.hooks import Trace, TraceDict
-from alphaedit_lite.hparams import load_hparams
-from alphaedit_lite.paths import shared_data_dir
-from alphaedit_lite.stats import corpus_tokens
+from alphaedit_lite.model import arch as M
+from alphaedit_lite.model import loading as ML
+from alphaedit_lite.model.hooks import Trace, TraceDict
+from alphaedit_lite.methods.hparams import load_hparams
+from alphaedit_lite.util.paths import shared_data_dir
+from alphaedit_lite.locate.corpus import corpus_tokens
 
-model, tok = M.load_model("smollm2-135m", device=device)
+model, tok = ML.load_model("smollm2-135m", device=device)
 spec = M.arch_spec(model)
 hp = load_hparams("MEMIT", "smollm2-135m")                          # the kit's MEMIT settings for SmolLM2
 L = hp.layers[0]                                                    # layer 4, the first edited layer
@@ -174,7 +175,7 @@ assert err_memory < 1e-5, "the layer's output should be W times its input"
 # and how it relates to the corpus keys.
 
 # %%
-from alphaedit_lite.keys import locate_subject
+from alphaedit_lite.locate.keys import locate_subject
 
 
 def key_and_value(text: str, subject: str):
@@ -266,9 +267,9 @@ assert moved_one > 1e-3, "even a single rank-one write moves the outputs of unre
 # produces now (V1 = W K1 with the columns rolled by one).
 
 # %%
-from alphaedit_lite.keys import compute_keys
-from alphaedit_lite.requests import load_counterfact
-from alphaedit_lite.stats import layer_stats
+from alphaedit_lite.locate.keys import compute_keys
+from alphaedit_lite.locate.requests import load_counterfact
+from alphaedit_lite.locate.stats import layer_stats
 
 t0 = time.perf_counter()
 stats = layer_stats(model, tok, [L], CORPUS, N_STATS, SEQ, progress=False)
@@ -341,7 +342,7 @@ except ValueError as exc:
 # equations Δ(λC0 + K1K1ᵀ) = RK1ᵀ for Δ, shape (d_out, d_in). The cell under it compares your
 # function with `memit_delta` on four inputs (square and non-square shapes, the paper's λ, rescaled
 # keys) and, if something is off, names the likely mistake in one sentence. (In the exercise
-# version of this notebook, made with `python -m alphaedit_lite.make_exercises`, the body is
+# version of this notebook, made with `python -m alphaedit_lite.classroom.make_exercises`, the body is
 # empty.)
 #
 # <details><summary>Hint 1 (what goes where)</summary>
@@ -373,7 +374,7 @@ def my_memit_delta(W, K1, V1, C0, lam):
 
 
 # %%
-from alphaedit_lite.exercises import check_memit_normal_equations
+from alphaedit_lite.classroom.exercises import check_memit_normal_equations
 
 check_memit_normal_equations(my_memit_delta)
 mine = my_memit_delta(W, K1, V1, C0, lam)

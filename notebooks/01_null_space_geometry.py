@@ -67,7 +67,7 @@ if importlib.util.find_spec("alphaedit_lite") is None:
 import torch
 
 import alphaedit_lite
-from alphaedit_lite.device import pick_device
+from alphaedit_lite.util.device import pick_device
 
 # %matplotlib inline
 torch.manual_seed(0)
@@ -82,10 +82,11 @@ import numpy as np
 from IPython.display import display
 from matplotlib.figure import Figure
 
-from alphaedit_lite import viz
-from alphaedit_lite.covariance import SecondMoment
-from alphaedit_lite.nullspace import null_space_projector
-from alphaedit_lite.verify import preserved_change, projector_errors
+from alphaedit_lite import widgets
+from alphaedit_lite.plots import viz
+from alphaedit_lite.core.covariance import SecondMoment
+from alphaedit_lite.core.nullspace import null_space_projector
+from alphaedit_lite.core.verify import preserved_change, projector_errors
 
 if device.type == "mps":  # MPS has no float64, and this notebook's linear algebra is float64
     device = torch.device("cpu")
@@ -167,7 +168,7 @@ fig3d
 # runs your function against the library on several inputs (random shapes, fewer keys than
 # dimensions, rescaled keys, float32 keys, other thresholds) and, if something is off, says in one
 # sentence what looks wrong. (In the exercise version of this notebook, made with
-# `python -m alphaedit_lite.make_exercises`, the bodies are empty.)
+# `python -m alphaedit_lite.classroom.make_exercises`, the bodies are empty.)
 #
 # **Exercise 1.** `my_covariance(K)` gets keys as **columns**, K of shape (d, n), and returns the
 # normalised uncentred second moment C = K Kᵀ / n, shape (d, d), in float64.
@@ -182,7 +183,7 @@ def my_covariance(K: torch.Tensor) -> torch.Tensor:
 
 
 # %%
-from alphaedit_lite.exercises import check_covariance
+from alphaedit_lite.classroom.exercises import check_covariance
 
 check_covariance(my_covariance)
 assert torch.allclose(my_covariance(K0_3d), C_3d, rtol=1e-12, atol=1e-14)
@@ -202,7 +203,7 @@ def my_projector(C: torch.Tensor, threshold: float) -> torch.Tensor:
 
 
 # %%
-from alphaedit_lite.exercises import check_projector
+from alphaedit_lite.classroom.exercises import check_projector
 
 check_projector(my_projector)
 P_mine = my_projector(my_covariance(K0_3d), 1e-9)  # the plane's keys: one null direction
@@ -278,7 +279,7 @@ assert change_after < 1e-2 * change_before
 # so the numbers are printed and checked either way.
 
 # %%
-explorer = viz.null_space_explorer(keys_fn, threshold=2e-2, noise=sigma, mode="absolute",
+explorer = widgets.null_space_explorer(keys_fn, threshold=2e-2, noise=sigma, mode="absolute",
                                    threshold_range=(1e-7, 1e1), noise_range=(1e-4, 3e-1), d_out=8, seed=3)
 display(explorer)
 
@@ -329,10 +330,10 @@ _ = explorer.update(noise=sigma)
 
 # %%
 settings = {"absolute": 2e-2, "relative": 1e-4, "energy": 4e-6, "rank": d - r}
-print(f"the noise floor holds {proj.energy_discarded:.2e} of the keys' energy Σλ, the floor plus the smallest "
+print(f"the noise floor holds {proj.kept_energy_share:.2e} of the keys' energy Σλ, the floor plus the smallest "
       f"signal direction {float(proj.eigenvalues[: d - r + 1].sum() / proj.eigenvalues.sum()):.2e}: "
       f"an energy threshold of {settings['energy']:g} lies between them")
-assert proj.energy_discarded < settings["energy"] < float(proj.eigenvalues[: d - r + 1].sum() / proj.eigenvalues.sum())
+assert proj.kept_energy_share < settings["energy"] < float(proj.eigenvalues[: d - r + 1].sum() / proj.eigenvalues.sum())
 for mode, thr in settings.items():
     p = null_space_projector(C0, threshold=thr, mode=mode)
     print(f"{mode:>9} threshold {thr:<8g} → kept rank {p.kept_rank:>5}, eigenvalue cutoff {p.cutoff:.3g}, "

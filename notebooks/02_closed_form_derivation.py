@@ -66,7 +66,7 @@ if importlib.util.find_spec("alphaedit_lite") is None:
 import torch
 
 import alphaedit_lite
-from alphaedit_lite.device import pick_device
+from alphaedit_lite.util.device import pick_device
 
 # %matplotlib inline
 torch.manual_seed(0)
@@ -80,11 +80,12 @@ import math
 import numpy as np
 from IPython.display import display
 
-from alphaedit_lite import viz
-from alphaedit_lite.covariance import SecondMoment
-from alphaedit_lite.nullspace import null_space_projector
-from alphaedit_lite.solvers import alphaedit_delta, memit_delta
-from alphaedit_lite.verify import nullspace_residual, preserved_change, projector_errors
+from alphaedit_lite import widgets
+from alphaedit_lite.plots import viz
+from alphaedit_lite.core.covariance import SecondMoment
+from alphaedit_lite.core.nullspace import null_space_projector
+from alphaedit_lite.core.solvers import alphaedit_delta, memit_delta
+from alphaedit_lite.core.verify import nullspace_residual, preserved_change, projector_errors
 
 if device.type == "mps":  # MPS has no float64, and this notebook's linear algebra is float64
     device = torch.device("cpu")
@@ -208,7 +209,7 @@ assert err_raw < 1e-12 and err_hand < 1e-12
 # Write ∇J yourself, with everything passed in as arguments (`prev_cov` is Kp Kpᵀ). The cell under
 # it compares your function with autograd on several inputs (other shapes, no earlier edits,
 # rescaled keys) and names the likely mistake if they differ. (In the exercise version of this
-# notebook, made with `python -m alphaedit_lite.make_exercises`, the body is empty.)
+# notebook, made with `python -m alphaedit_lite.classroom.make_exercises`, the body is empty.)
 
 # %%
 def my_grad_J(Delta, R, K1, P, alpha, prev_cov):
@@ -220,7 +221,7 @@ def my_grad_J(Delta, R, K1, P, alpha, prev_cov):
 
 
 # %%
-from alphaedit_lite.exercises import check_grad_J
+from alphaedit_lite.classroom.exercises import check_grad_J
 
 check_grad_J(my_grad_J)
 mine = my_grad_J(Delta_rand, R, K1, P, alpha, KpKpT)
@@ -345,7 +346,7 @@ def my_alphaedit_delta(R, K1, P, alpha, prev_cov):
 
 
 # %%
-from alphaedit_lite.exercises import check_alphaedit_delta
+from alphaedit_lite.classroom.exercises import check_alphaedit_delta
 
 check_alphaedit_delta(my_alphaedit_delta)
 mine = my_alphaedit_delta(R, K1, P, alpha, KpKpT)
@@ -522,7 +523,7 @@ viz.lambda_sweep_plot(sweep, current=lam_star, title="MEMIT (λ) vs AlphaEdit (n
 # and checked in any run.
 
 # %%
-lam_explorer = viz.lambda_explorer(R, K1, K0n, proj_n, alpha=alpha, prev_cov=KpKpT, lam=lam_paper,
+lam_explorer = widgets.lambda_explorer(R, K1, K0n, proj_n, alpha=alpha, prev_cov=KpKpT, lam=lam_paper,
                                    lam_range=(1e-2, 1e9), sweep=sweep)
 display(lam_explorer)
 

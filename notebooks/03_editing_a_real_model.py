@@ -74,7 +74,7 @@ if importlib.util.find_spec("alphaedit_lite") is None:
 import torch
 
 import alphaedit_lite
-from alphaedit_lite.device import pick_device
+from alphaedit_lite.util.device import pick_device
 
 # %matplotlib inline
 torch.manual_seed(0)
@@ -87,7 +87,7 @@ import time
 
 import numpy as np
 
-from alphaedit_lite.edit_cli import cpu_threads
+from alphaedit_lite.util.device import cpu_threads
 
 if device.type == "cpu":
     cpu_threads()  # only the cores other jobs leave free: spin-waiting threads are 10-30x slower
@@ -105,10 +105,11 @@ print(f"torch threads: {torch.get_num_threads()}")
 # last of them, L = 8.
 
 # %%
-from alphaedit_lite import models as M
-from alphaedit_lite.hparams import load_hparams
+from alphaedit_lite.model import arch as M
+from alphaedit_lite.model import loading as ML
+from alphaedit_lite.methods.hparams import load_hparams
 
-model, tok = M.load_model("smollm2-135m", device=device)
+model, tok = ML.load_model("smollm2-135m", device=device)
 spec = M.arch_spec(model)
 hp_memit = load_hparams("MEMIT", "smollm2-135m")
 hp_alpha = load_hparams("AlphaEdit", "smollm2-135m")
@@ -133,9 +134,9 @@ print(f"snapshot of {len(ORIGINAL)} parameter tensors taken")
 # counterfactual `target_new`. Before editing, the model should prefer the true object.
 
 # %%
-from alphaedit_lite.evaluate import generate_texts, target_logprobs
-from alphaedit_lite.paths import DATA_DIR
-from alphaedit_lite.requests import load_requests
+from alphaedit_lite.experiments.evaluate import generate_texts, target_logprobs
+from alphaedit_lite.util.paths import DATA_DIR
+from alphaedit_lite.locate.requests import load_requests
 
 ALL = load_requests(DATA_DIR / "requests" / "smollm2_known_facts.json")
 by_id = {r.case_id: r for r in ALL}
@@ -178,12 +179,13 @@ assert (P_BEFORE[:, 1] > P_BEFORE[:, 0]).all(), "the unedited model should prefe
 # `tok(text[:end]).input_ids`, and take the last position; (2) run the model on the whole text
 # inside `Trace(model, M.arch_spec(model).rewrite_name(layer), retain_input=True, stop=True)` and
 # read `tr.input` (batch, seq, d_ff) at that index. The check runs your function on five prompts,
-# with subjects of one and of several tokens, against `alphaedit_lite.keys`, and names the usual
+# with subjects of one and of several tokens, against `alphaedit_lite.locate.keys`, and names the usual
 # mistakes (the subject's first token, the prompt's last token, the output instead of the input).
 
 # %%
-from alphaedit_lite import models as M
-from alphaedit_lite.hooks import Trace
+from alphaedit_lite.model import arch as M
+from alphaedit_lite.model import loading as ML
+from alphaedit_lite.model.hooks import Trace
 
 
 def my_key_at_subject(model, tok, text, subject, layer):
@@ -199,7 +201,7 @@ def my_key_at_subject(model, tok, text, subject, layer):
 
 
 # %%
-from alphaedit_lite.exercises import check_subject_key
+from alphaedit_lite.classroom.exercises import check_subject_key
 
 check_subject_key(my_key_at_subject, model, tok, layer=L)
 
@@ -208,7 +210,7 @@ check_subject_key(my_key_at_subject, model, tok, layer=L)
 # the subject's end) and a `Trace`; the key it reads must be yours.
 
 # %%
-from alphaedit_lite.keys import compute_keys, context_templates, locate_subject
+from alphaedit_lite.locate.keys import compute_keys, context_templates, locate_subject
 
 r0 = reqs[0]
 sent = locate_subject(tok, r0.filled_prompt, r0.subject)
@@ -252,7 +254,7 @@ import re
 
 from matplotlib.figure import Figure
 
-from alphaedit_lite.targets import compute_targets
+from alphaedit_lite.locate.targets import compute_targets
 
 buf = io.StringIO()
 with contextlib.redirect_stdout(buf):
@@ -299,10 +301,11 @@ fig
 # to build C0. They tell whether P protects text it has never seen.
 
 # %%
-from alphaedit_lite import viz
-from alphaedit_lite.hooks import TraceDict
-from alphaedit_lite.paths import shared_data_dir
-from alphaedit_lite.stats import corpus_tokens, layer_stats, projectors
+from alphaedit_lite.plots import viz
+from alphaedit_lite.model.hooks import TraceDict
+from alphaedit_lite.util.paths import shared_data_dir
+from alphaedit_lite.locate.corpus import corpus_tokens
+from alphaedit_lite.locate.stats import layer_stats, projectors
 
 SEQ = 128
 N_STATS = 6144 if SMALL else hp_alpha.mom2_n_tokens
@@ -398,7 +401,7 @@ print("restored: every parameter equals the original bit for bit")
 # preservation; the asserts above check what holds in both modes.
 
 # %%
-from alphaedit_lite.verify import nullspace_residual
+from alphaedit_lite.core.verify import nullspace_residual
 
 res_alpha = apply_alphaedit(model, tok, reqs, hp_alpha, stats=stats, templates=templates, targets=TR, progress=False)
 P_ALPHA, GEN_ALPHA = probs(model, reqs), greedy(model, reqs)
@@ -428,8 +431,8 @@ print("restored: every parameter equals the original bit for bit")
 # checks that it produces the library's updates.
 
 # %%
-from alphaedit_lite.keys import keys_and_values
-from alphaedit_lite.solvers import alphaedit_delta
+from alphaedit_lite.locate.keys import keys_and_values
+from alphaedit_lite.core.solvers import alphaedit_delta
 
 Z = TR.z.double()                                         # (d_model, u): targets at the last edited layer
 W0 = {x: M.get_rewrite_weight(model, x).clone() for x in LAYERS}
@@ -578,7 +581,7 @@ def my_project(Delta, P):
 
 
 # %%
-from alphaedit_lite.exercises import check_projection
+from alphaedit_lite.classroom.exercises import check_projection
 
 check_projection(my_project)
 
@@ -647,7 +650,7 @@ assert P_PLUG[strict][:, 0].mean() < min(P_MEMIT[:, 0].mean(), P_STRICT[:, 0].me
 # **Restore weights** before running section 10, which checks that nothing was left behind.
 
 # %%
-from alphaedit_lite.explorers import edit_explorer
+from alphaedit_lite.widgets import edit_explorer
 
 PRESERVED = [(by_id[c].filled_prompt, by_id[c].target_true) for c in (85, 24, 255, 397)]   # not among CASES
 explorer = edit_explorer(model, tok, {"MEMIT": hp_memit, "AlphaEdit": hp_alpha}, stats=stats, templates=templates,

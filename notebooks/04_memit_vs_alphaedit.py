@@ -72,7 +72,7 @@ if importlib.util.find_spec("alphaedit_lite") is None:
 import torch
 
 import alphaedit_lite
-from alphaedit_lite.device import pick_device
+from alphaedit_lite.util.device import pick_device
 
 # %matplotlib inline
 torch.manual_seed(0)
@@ -92,8 +92,9 @@ import numpy as np
 from IPython.display import Image, Markdown, display
 from matplotlib.figure import Figure
 
-from alphaedit_lite import models as M
-from alphaedit_lite.edit_cli import cpu_threads
+from alphaedit_lite.model import arch as M
+from alphaedit_lite.model import loading as ML
+from alphaedit_lite.util.device import cpu_threads
 
 if device.type == "cpu":
     cpu_threads()  # only the cores other jobs leave free: spin-waiting threads are 10-30x slower
@@ -126,11 +127,13 @@ print(f"torch threads: {torch.get_num_threads()}")
 # prompt's last token (`fact_token="last"`): that is where this model looks its facts up.
 
 # %%
-from alphaedit_lite.keys import context_templates
-from alphaedit_lite.requests import as_requests
-from alphaedit_lite.sequential import hparams_for, method_variant
-from alphaedit_lite.stats import model_id, projectors
-from alphaedit_lite.targets import compute_targets
+from alphaedit_lite.locate.keys import context_templates
+from alphaedit_lite.locate.requests import as_requests
+from alphaedit_lite.experiments.sequential import hparams_for
+from alphaedit_lite.methods.registry import method_variant
+from alphaedit_lite.locate.cache import model_id
+from alphaedit_lite.locate.stats import projectors
+from alphaedit_lite.locate.targets import compute_targets
 from alphaedit_lite.world import load_tiny_world
 from alphaedit_lite.world.editing import unedited_accuracy, world_stats
 
@@ -172,9 +175,9 @@ print(f"target vectors z at layer {LAYERS[-1]} for {len(REQS)} edits in {TR.seco
 # training sentences drawn at random (about 4,000 keys).
 
 # %%
-from alphaedit_lite.hooks import TraceDict
-from alphaedit_lite.keys import right_pad
-from alphaedit_lite.verify import nullspace_residual, preserved_change
+from alphaedit_lite.model.hooks import TraceDict
+from alphaedit_lite.locate.keys import right_pad
+from alphaedit_lite.core.verify import nullspace_residual, preserved_change
 
 
 def read_keys(model, tok, texts, layers, at="all", batch=256, residual=False):
@@ -212,7 +215,7 @@ assert preserved_change(torch.zeros_like(W0[LAYERS[0]]), K0S[LAYERS[0]], W0[LAYE
 # that the weights are back **bit for bit** before the next method starts.
 
 # %%
-from alphaedit_lite.evaluate import evaluate_requests
+from alphaedit_lite.experiments.evaluate import evaluate_requests
 from alphaedit_lite.methods import apply_method
 
 N_UNEDITED = 2000 if SMALL else None   # unedited facts checked (None: all ~39,900 of them)
@@ -338,7 +341,7 @@ assert all(r["change"] for lab, r in ROWS.items() if lab != "(no edit)")
 # these modes) and with smaller α.
 
 # %%
-from alphaedit_lite.keys import keys_and_values
+from alphaedit_lite.locate.keys import keys_and_values
 
 t0 = time.perf_counter()
 SWEEP = [("absolute", 2e-2, 10.0), ("absolute", 1.0, 10.0), ("relative", 1e-2, 10.0), ("energy", 1e-3, 10.0),
@@ -445,10 +448,11 @@ assert SWEEP_ROWS[at10[int(np.argmax(ranks))]]["efficacy"] >= SWEEP_ROWS[at10[in
 # and an interrupted one **resumes** from its last checkpoint. Delete the folder to start over.
 
 # %%
-from alphaedit_lite.paths import cache_dir
-from alphaedit_lite.report import plot_runs_png, summary_table
-from alphaedit_lite.runner import read_metrics
-from alphaedit_lite.sequential import prepare, run_methods
+from alphaedit_lite.util.paths import cache_dir
+from alphaedit_lite.experiments.records import summary_table
+from alphaedit_lite.plots.runs import plot_runs_png
+from alphaedit_lite.experiments.runner import read_metrics
+from alphaedit_lite.experiments.sequential import prepare, run_methods
 
 SEQ_LABELS = ["MEMIT", "AlphaEdit", "MEMIT+P"]
 N_SEQ, BATCH = (300, 30) if SMALL else (2000, 100)
@@ -531,12 +535,12 @@ display(Markdown("\n\n".join(f"* {s}" for s in lines)))
 # C0 without storing the keys: ‖ΔK0‖²_F / ‖WK0‖²_F = trace(ΔC0Δᵀ) / trace(WC0Wᵀ).
 
 # %%
-from alphaedit_lite.paths import shared_data_dir
-from alphaedit_lite.requests import load_counterfact
-from alphaedit_lite.stats import layer_stats
+from alphaedit_lite.util.paths import shared_data_dir
+from alphaedit_lite.locate.requests import load_counterfact
+from alphaedit_lite.locate.stats import layer_stats
 
 t0 = time.perf_counter()
-sm_model, sm_tok = M.load_model("smollm2-135m", device=device)
+sm_model, sm_tok = ML.load_model("smollm2-135m", device=device)
 CF = load_counterfact(limit=4 if SMALL else 10)
 SM_HP = {lab: hparams_for(lab, "smollm2-135m") for lab in ("MEMIT", "AlphaEdit")}
 if SMALL:
@@ -629,14 +633,15 @@ def my_null_space_share(K, P):
 
 
 # %%
-from alphaedit_lite.exercises import check_null_space_share
+from alphaedit_lite.classroom.exercises import check_null_space_share
 
 check_null_space_share(my_null_space_share)
 
 # %%
-from alphaedit_lite.requests import load_knowns
-from alphaedit_lite.stats import corpus_tokens, collect_second_moments
-from alphaedit_lite.verify import null_space_share
+from alphaedit_lite.locate.requests import load_knowns
+from alphaedit_lite.locate.corpus import corpus_tokens
+from alphaedit_lite.locate.stats import collect_second_moments
+from alphaedit_lite.core.verify import null_space_share
 
 L_sm = sh.layers[-1]
 P_sm = projectors(sm_stats, sh.nullspace_threshold, sh.nullspace_mode)[L_sm].P.cpu()
@@ -688,8 +693,9 @@ del sm_model, sm_stats   # free the memory for what follows
 # its hidden-state drift.
 
 # %%
-from alphaedit_lite.report import plot_runs_png, table1_markdown
-from alphaedit_lite.sequential import shipped_run_dir
+from alphaedit_lite.experiments.records import table1_markdown
+from alphaedit_lite.plots.runs import plot_runs_png
+from alphaedit_lite.experiments.sequential import shipped_run_dir
 
 SHIP = shipped_run_dir()
 SHIP_RUNS = {lab: SHIP / lab for lab in ("MEMIT", "AlphaEdit")}

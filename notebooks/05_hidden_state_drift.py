@@ -74,7 +74,7 @@ if importlib.util.find_spec("alphaedit_lite") is None:
 import torch
 
 import alphaedit_lite
-from alphaedit_lite.device import pick_device
+from alphaedit_lite.util.device import pick_device
 
 # %matplotlib inline
 torch.manual_seed(0)
@@ -93,7 +93,7 @@ import numpy as np
 from IPython.display import HTML, Image, Markdown, display
 from matplotlib.figure import Figure
 
-from alphaedit_lite.edit_cli import cpu_threads
+from alphaedit_lite.util.device import cpu_threads
 
 if device.type == "cpu":
     cpu_threads()  # only the cores other jobs leave free: spin-waiting threads are 10-30x slower
@@ -126,12 +126,12 @@ print(f"torch threads: {torch.get_num_threads()}")
 # from its last checkpoint (`resume=True`).
 
 # %%
-from alphaedit_lite.drift import hidden_states
-from alphaedit_lite.paths import PROJECT_ROOT, cache_dir
-from alphaedit_lite.report import load_run
-from alphaedit_lite.runner import read_metrics
-from alphaedit_lite.sequential import hparams_for, prepare, run_methods
-from alphaedit_lite.stats import model_id
+from alphaedit_lite.experiments.drift import hidden_states
+from alphaedit_lite.util.paths import PROJECT_ROOT, cache_dir
+from alphaedit_lite.experiments.records import load_run
+from alphaedit_lite.experiments.runner import read_metrics
+from alphaedit_lite.experiments.sequential import hparams_for, prepare, run_methods
+from alphaedit_lite.locate.cache import model_id
 from alphaedit_lite.world import load_tiny_world
 from alphaedit_lite.world.editing import world_probe_prompts
 
@@ -242,8 +242,8 @@ def my_relative_drift(H0, H):
 
 
 # %%
-from alphaedit_lite.exercises import check_relative_drift
-from alphaedit_lite.report import load_hidden
+from alphaedit_lite.classroom.exercises import check_relative_drift
+from alphaedit_lite.experiments.records import load_hidden
 
 check_relative_drift(my_relative_drift)
 for lab, d in RUNS.items():                      # your drift of the last saved step = the run's metric
@@ -280,7 +280,8 @@ fig
 # an interactive plotly figure (hover for values, click the legend to hide a run).
 
 # %%
-from alphaedit_lite.report import plot_runs_png, runs_figure, summary_table
+from alphaedit_lite.experiments.records import summary_table
+from alphaedit_lite.plots.runs import plot_runs_png, runs_figure
 
 t0 = time.perf_counter()
 png = plot_runs_png(RUNS, FIG_DIR / "curves.png", title=f"tiny world: {SOURCE.split(',')[0]}")
@@ -302,15 +303,15 @@ runs_figure(RUNS, title="tiny world, interactive")
 # * **share inside**: the share of edited points that fall inside the convex hull of the unedited ones.
 
 # %%
-from alphaedit_lite.report import plot_embedding_png
+from alphaedit_lite.plots.runs import plot_embedding_png
 
 for method in ("pca", "tsne"):
     p = plot_embedding_png(RUNS, FIG_DIR / f"hidden_{method}.png", key="final", method=method)
     display(Image(filename=str(p)))
 
 # %%
-from alphaedit_lite.drift import relative_drift, shift_measures
-from alphaedit_lite.report import load_hidden
+from alphaedit_lite.experiments.drift import relative_drift, shift_measures
+from alphaedit_lite.experiments.records import load_hidden
 
 SHIFT = {}   # t-SNE only at the final layer: each t-SNE takes seconds, a PCA milliseconds
 for lab, d in RUNS.items():
@@ -334,14 +335,14 @@ TIMES["2-3. figures"] = time.perf_counter() - t0
 #
 # ## 4. Scrub through the edits
 #
-# The drift scrubber (`alphaedit_lite.explorers.drift_scrubber`) puts a slider over the evaluated
+# The drift scrubber (`alphaedit_lite.widgets.drift_scrubber`) puts a slider over the evaluated
 # steps: the curves get a marker at the chosen step and every probe is drawn in a fixed PCA frame,
 # with a line from its unedited position, so the motion you see **is** the drift. Without a widget
 # front end (a static render of this notebook) it shows the last step as a picture and every step
 # in a table.
 
 # %%
-from alphaedit_lite.explorers import drift_scrubber
+from alphaedit_lite.widgets import drift_scrubber
 
 scrubber = drift_scrubber(RUNS, key="final")
 first = scrubber.update(edits=scrubber.steps[0])   # what moving the slider to the first step does
@@ -366,8 +367,8 @@ scrubber
 # to a run folder of your own to plot that instead.
 
 # %%
-from alphaedit_lite.report import table1_markdown
-from alphaedit_lite.sequential import shipped_run_dir
+from alphaedit_lite.experiments.records import table1_markdown
+from alphaedit_lite.experiments.sequential import shipped_run_dir
 
 t0 = time.perf_counter()
 REAL_ENV = os.environ.get("ALPHAEDIT_REAL_RUN")

@@ -9,7 +9,7 @@ import os
 import pytest
 import torch
 
-from alphaedit_lite.paths import cache_dir, shared_data_dir
+from alphaedit_lite.util.paths import cache_dir, shared_data_dir
 
 
 def _keys_with_spectrum(d: int, rank: int, n: int, noise: float = 0.0, seed: int = 0,
@@ -65,7 +65,7 @@ def private_cache(tmp_path, monkeypatch):
     """A temporary cache folder that reuses the real dequantized model and context prefixes.
 
     The in-memory projector cache is emptied too, so that P is computed and written into this folder."""
-    from alphaedit_lite.stats import clear_projector_memo
+    from alphaedit_lite.locate.stats import clear_projector_memo
 
     clear_projector_memo()
     real = cache_dir()

@@ -10,7 +10,7 @@ import functools
 
 import torch
 
-from alphaedit_lite.paths import shared_data_dir
+from alphaedit_lite.util.paths import shared_data_dir
 
 _TEXT = """The Eiffel Tower is located in the city of Paris. The Colosseum is located in Rome.
 Danielle Darrieux was a French actress. Her mother tongue is French. Toko Yasuda plays the guitar.
@@ -78,7 +78,7 @@ def tiny_llama(seed: int = 0, n_layers: int = 4, dtype=torch.float32):
 
 def log_prob(model, tok, prompt: str, target: str) -> float:
     """log p(" " + target | prompt), summed over the target's tokens (teacher forcing)."""
-    from alphaedit_lite.targets import target_token_ids
+    from alphaedit_lite.locate.targets import target_token_ids
 
     a = tok(prompt).input_ids
     b = target_token_ids(tok, target)

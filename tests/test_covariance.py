@@ -7,7 +7,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from alphaedit_lite.covariance import SecondMoment
+from alphaedit_lite.core.covariance import SecondMoment
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 FAST = settings(max_examples=40, deadline=None)

@@ -1,4 +1,4 @@
-"""The `edit` and `stats` sub-commands (alphaedit_lite.edit_cli).
+"""The `edit` and `stats` sub-commands (alphaedit_lite.cli.edit).
 
 Fast tests: the parsers build, method names are case-insensitive, and bad input (a prompt without
 '{}', a subject that is not in the prompt, an unknown method, ...) gives a clear error and exit
@@ -14,7 +14,8 @@ import time
 
 import pytest
 
-from alphaedit_lite import edit_cli as E
+from alphaedit_lite.cli import edit as E
+from alphaedit_lite.cli import main as cli_main
 
 EIFFEL = ["--subject", "The Eiffel Tower", "--prompt", "{} is located in the city of", "--target", "Rome"]
 
@@ -78,7 +79,7 @@ def _fail_fast(monkeypatch, argv, capsys) -> str:
         raise AssertionError("the model was loaded before the input was checked")
     monkeypatch.setattr(E, "_load", no_load)
     t0 = time.perf_counter()
-    rc = E.main(argv)
+    rc = cli_main(argv)
     assert rc == 2
     assert time.perf_counter() - t0 < 5
     err = capsys.readouterr().err
@@ -155,7 +156,7 @@ def test_check_edit_inputs_returns_the_template():
 
 
 def test_registered_in_the_main_cli_when_wired():
-    from alphaedit_lite import cli
+    from alphaedit_lite.cli import app as cli
 
     p = cli.build_parser()
     sub = next(a for a in p._actions if isinstance(a, argparse._SubParsersAction))
@@ -191,25 +192,25 @@ def test_stats_export_and_import_on_the_command_line(tiny_folders, tmp_path, mon
     (a, b), corpus = tiny_folders
     common = ["--device", "cpu", "--threads", "1", "--quiet"]
     f = tmp_path / "shared.pt"
-    assert E.main(["stats", "--model", str(a), "--layers", "0", "2", "--corpus", str(corpus), "--tokens", "256",
+    assert cli_main(["stats", "--model", str(a), "--layers", "0", "2", "--corpus", str(corpus), "--tokens", "256",
                    "--seq-len", "64", "--threshold", "1e-2", "--mode", "relative", "--export", str(f),
                    "--with-projector", *common]) == 0
     out = capsys.readouterr().out
     assert f"to {f}" in out and "and P (relative threshold 0.01)" in out and f.is_file()
 
     monkeypatch.setenv("ALPHAEDIT_CACHE", str(tmp_path / "other-machine"))
-    assert E.main(["stats", "--model", str(a), "--import", str(f), "--threshold", "1e-2", "--mode", "relative",
+    assert cli_main(["stats", "--model", str(a), "--import", str(f), "--threshold", "1e-2", "--mode", "relative",
                    *common]) == 0
     out = capsys.readouterr().out
     m = re.search(r"--corpus (\S+) --tokens 256", out)
     assert m and "imported into the cache" in out and "--layers 0 2" in out, out
     assert str(tmp_path / "other-machine") in out                           # the table lists the new cache files
     # the printed corpus id works as --corpus, with no corpus file at hand
-    assert E.main(["stats", "--model", str(a), "--layers", "2", "--corpus", m.group(1), "--tokens", "256",
+    assert cli_main(["stats", "--model", str(a), "--layers", "2", "--corpus", m.group(1), "--tokens", "256",
                    *common]) == 0
     capsys.readouterr()
     # another model: refused with exit status 2 and a message naming the file
-    assert E.main(["stats", "--model", str(b), "--import", str(f), *common]) == 2
+    assert cli_main(["stats", "--model", str(b), "--import", str(f), *common]) == 2
     err = capsys.readouterr().err
     assert "fingerprints differ" in err and str(f) in err
 
@@ -224,7 +225,7 @@ def test_stats_import_of_rome_npz_files_on_the_command_line(tiny_folders, tmp_pa
     for layer in (1, 3):
         files.append(tmp_path / f"keys_{layer}.npz")
         np.savez(files[-1], **{"mom2.mom2": (layer * K) @ (layer * K).T, "mom2.count": np.array(300)})
-    rc = E.main(["stats", "--model", str(a), "--import", *map(str, files), "--layers", "1", "3",
+    rc = cli_main(["stats", "--model", str(a), "--import", *map(str, files), "--layers", "1", "3",
                  "--corpus-id", "rome-wiki", "--device", "cpu", "--threads", "1", "--quiet"])
     out, err = capsys.readouterr()
     assert rc == 0, out + err
@@ -237,7 +238,7 @@ def test_stats_import_of_rome_npz_files_on_the_command_line(tiny_folders, tmp_pa
 def test_real_edit_raises_the_new_target_above_the_old(private_cache, tiny_corpus, capsys):
     pytest.importorskip("gguf")
     t0 = time.perf_counter()
-    rc = E.main(["edit", "--model", "smollm2-135m", "--method", "alphaedit", *EIFFEL, "--layers", "7", "8",
+    rc = cli_main(["edit", "--model", "smollm2-135m", "--method", "alphaedit", *EIFFEL, "--layers", "7", "8",
                  "--corpus", str(tiny_corpus), "--tokens", "1024", "--prefixes", "2", "--steps", "15",
                  "--max-new-tokens", "8", "--quiet"])
     wall = time.perf_counter() - t0
@@ -260,7 +261,7 @@ def test_real_edit_raises_the_new_target_above_the_old(private_cache, tiny_corpu
 @pytest.mark.model
 def test_real_stats_prints_rank_range_and_cache_paths(private_cache, tiny_corpus, capsys):
     pytest.importorskip("gguf")
-    rc = E.main(["stats", "--model", "smollm2-135m", "--layers", "3", "8", "--corpus", str(tiny_corpus),
+    rc = cli_main(["stats", "--model", "smollm2-135m", "--layers", "3", "8", "--corpus", str(tiny_corpus),
                  "--tokens", "768", "--threshold", "2e-2", "--quiet"])
     out = capsys.readouterr().out
     assert rc == 0, out

@@ -1,4 +1,4 @@
-"""Tests of alphaedit_lite.evaluate: the log-probability primitive on tiny random models (GPT-2 and
+"""Tests of alphaedit_lite.experiments.evaluate: the log-probability primitive on tiny random models (GPT-2 and
 Llama, with a byte-level BPE tokenizer without BOS and a word-level tokenizer with BOS), the
 CounterFact/zsRE metrics on a hand-built bigram model whose answers are known, and the fluency
 entropy on hand-made strings."""
@@ -12,7 +12,7 @@ from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, 
 from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 from transformers.modeling_outputs import CausalLMOutput
 
-from alphaedit_lite.evaluate import (
+from alphaedit_lite.experiments.evaluate import (
     counterfact_metrics,
     encode_pair,
     evaluate_requests,
@@ -23,7 +23,7 @@ from alphaedit_lite.evaluate import (
     target_logprobs,
     zsre_metrics,
 )
-from alphaedit_lite.requests import EditRequest
+from alphaedit_lite.locate.requests import EditRequest
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from alphaedit_lite import exercises as ex
-from alphaedit_lite.make_exercises import BEGIN, END, generate, main, strip_solutions
+from alphaedit_lite.classroom import exercises as ex
+from alphaedit_lite.classroom.make_exercises import BEGIN, END, generate, main, strip_solutions
 
 jupytext = pytest.importorskip("jupytext")
 nbformat = pytest.importorskip("nbformat")
@@ -401,8 +401,8 @@ def test_notebook_has_at_least_two_checked_exercises(name):
             continue
         nxt = cells[i + 1].source if i + 1 < len(cells) else ""
         m = CHECK_CALL.search(nxt)
-        assert m and "from alphaedit_lite.exercises import" in nxt, \
-            f"{name}: the exercise cell {i} must be followed by a cell calling a checker from alphaedit_lite.exercises"
+        assert m and "from alphaedit_lite.classroom.exercises import" in nxt, \
+            f"{name}: the exercise cell {i} must be followed by a cell calling a checker from alphaedit_lite.classroom.exercises"
         assert hasattr(ex, m.group(1)) and f"def {m.group(2)}(" in cell.source
         checked.append(m.group(1))
     assert len(set(checked)) >= 2, f"{name}: {checked}"
@@ -427,8 +427,8 @@ def test_notebook_solutions_pass_their_checks(name, capsys, tiny_model):
 # ------------------------------------------------------------------ the key at the subject's last token
 def _trace_keys(model, tok, text, layer):
     """(T, d_in) keys of every token, (T, d_out) the module's outputs, the hidden states."""
-    from alphaedit_lite import models as M
-    from alphaedit_lite.hooks import Trace
+    from alphaedit_lite.model import arch as M
+    from alphaedit_lite.model.hooks import Trace
 
     with Trace(model, M.arch_spec(model).rewrite_name(layer), retain_input=True, retain_output=True) as tr, \
             torch.no_grad():
@@ -462,7 +462,7 @@ KEY_MISTAKES = [
     (lambda m, t, text, s, l: _trace_keys(m, t, text, l)[2][l + 1][_last(t, text, s)], "the residual stream"),
     (lambda m, t, text, s, l: key_ok(m, t, text, s, l)[None], "you kept the batch dimension"),
     (lambda m, t, text, s, l: _trace_keys(m, t, text, l)[0], "those are the keys of all"),
-    (lambda m, t, text, s, l: key_ok(m, t, text, s, l) * 1.01, "differs from alphaedit_lite.keys'"),
+    (lambda m, t, text, s, l: key_ok(m, t, text, s, l) * 1.01, "differs from alphaedit_lite.locate.keys'"),
 ]
 
 
@@ -503,11 +503,11 @@ def test_subject_key_checker_reports_unwritten_and_bad_arguments(tiny_model):
 @pytest.mark.model
 @pytest.mark.slow
 def test_subject_key_checker_on_smollm2(capsys):
-    from alphaedit_lite import models as M
+    from alphaedit_lite.model import loading as ML
 
     try:
-        model, tok = M.load_model("smollm2-135m", device="cpu")
-    except M.ModelNotAvailableError as exc:
+        model, tok = ML.load_model("smollm2-135m", device="cpu")
+    except ML.ModelNotAvailableError as exc:
         pytest.skip(f"SmolLM2 is not installed here: {exc}")
     ex.check_subject_key(key_ok, model, tok, layer=8)
     assert capsys.readouterr().out.startswith("✓ ")
@@ -622,7 +622,7 @@ def test_notebook_00_exercise_is_checked_and_its_solution_passes(capsys):
             continue
         nxt = cells[i + 1].source
         m = CHECK_CALL.search(nxt)
-        assert m and "from alphaedit_lite.exercises import" in nxt and f"def {m.group(2)}(" in cell.source
+        assert m and "from alphaedit_lite.classroom.exercises import" in nxt and f"def {m.group(2)}(" in cell.source
         ns: dict = {"torch": torch}
         exec(compile(cell.source, f"{NB00}[{i}]", "exec"), ns)
         getattr(ex, m.group(1))(ns[m.group(2)])

@@ -1,4 +1,4 @@
-"""The classroom widgets (alphaedit_lite.explorers) and the notebooks' shared set-up cell.
+"""The classroom widgets (alphaedit_lite.widgets) and the notebooks' shared set-up cell.
 
 Edit explorer: on the tiny random Llama of editing_helpers, with real key statistics and real
 MEMIT / AlphaEdit edits. Drift scrubber: on real run folders written by runner.run_sequential
@@ -18,11 +18,14 @@ import pytest
 import torch
 
 import editing_helpers as EH
-from alphaedit_lite import explorers as X
-from alphaedit_lite import hparams as HP
-from alphaedit_lite import models as M
-from alphaedit_lite import stats as S
-from alphaedit_lite.runner import Schedule, run_sequential
+from alphaedit_lite import widgets as X
+from alphaedit_lite.experiments import probes as XP
+from alphaedit_lite.widgets import editing as XE
+from alphaedit_lite.methods import hparams as HP
+from alphaedit_lite.model import arch as M
+from alphaedit_lite.model import loading as ML
+from alphaedit_lite.locate import stats as S
+from alphaedit_lite.experiments.runner import Schedule, run_sequential
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
@@ -67,7 +70,7 @@ def explorer(tiny):
 def test_top_next_tokens_are_the_softmax_of_the_last_logits(tiny):
     model, tok, _ = tiny
     prompt = "The capital of Italy is"
-    top = X.top_next_tokens(model, tok, prompt, k=5)
+    top = XP.top_next_tokens(model, tok, prompt, k=5)
     with torch.no_grad():
         logits = model(input_ids=torch.tensor([tok(prompt).input_ids])).logits[0, -1]
     p = torch.softmax(logits.float(), -1)
@@ -76,9 +79,9 @@ def test_top_next_tokens_are_the_softmax_of_the_last_logits(tiny):
     assert top[0].token == tok.decode([top[0].token_id]) and top[0].label == repr(top[0].token)
     assert all(a.prob >= b.prob for a, b in zip(top, top[1:]))
     with pytest.raises(ValueError, match="k must be a positive int"):
-        X.top_next_tokens(model, tok, prompt, k=0)
+        XP.top_next_tokens(model, tok, prompt, k=0)
     with pytest.raises(ValueError, match="the prompt is empty"):
-        X.next_token_probs(model, tok, "  ")
+        XP.next_token_probs(model, tok, "  ")
 
 
 @pytest.mark.parametrize("subject,prompt,target,msg", [
@@ -92,9 +95,9 @@ def test_top_next_tokens_are_the_softmax_of_the_last_logits(tiny):
 ])
 def test_bad_edit_input_is_one_sentence(subject, prompt, target, msg):
     with pytest.raises(ValueError) as info:
-        X.check_edit_input(subject, prompt, target)
+        XP.check_edit_input(subject, prompt, target)
     assert msg in str(info.value)
-    assert X.check_edit_input(" Eiffel ", "{} is in", "Rome ").filled_prompt == "Eiffel is in"
+    assert XP.check_edit_input(" Eiffel ", "{} is in", "Rome ").filled_prompt == "Eiffel is in"
 
 
 def test_apply_shows_before_after_and_restore_is_bit_exact(explorer, tiny):
@@ -176,7 +179,7 @@ def test_the_session_puts_its_snapshot_back_when_a_method_breaks_its_promise(exp
         M.apply_weight_delta(model, 1, torch.ones_like(M.get_rewrite_weight(model, 1)))
         raise ValueError("the statistics hold layers [1] but layers [2] are edited")
 
-    monkeypatch.setattr(X, "apply_method", careless)
+    monkeypatch.setattr(XE, "apply_method", careless)
     assert explorer.apply() is None
     assert "the statistics hold layers [1]" in explorer.message_text and "weights are unchanged" in explorer.message_text
     assert EH.same_params(model, snap)
@@ -218,12 +221,12 @@ def test_a_bad_preset_is_reported_and_the_explorer_still_displays(tiny):
 @pytest.mark.slow
 def test_preview_on_smollm2_knows_paris():
     try:
-        model, tok = M.load_model("smollm2-135m", device="cpu")
-    except M.ModelNotAvailableError as exc:
+        model, tok = ML.load_model("smollm2-135m", device="cpu")
+    except ML.ModelNotAvailableError as exc:
         pytest.skip(f"SmolLM2 is not installed here: {exc}")
-    top = X.top_next_tokens(model, tok, "The Eiffel Tower is located in the city of", k=3)
+    top = XP.top_next_tokens(model, tok, "The Eiffel Tower is located in the city of", k=3)
     assert top[0].token == " Paris" and top[0].prob > 0.3
-    view = X.measure_model(model, tok, "The Eiffel Tower is located in the city of", "Rome", "Paris",
+    view = XP.measure_model(model, tok, "The Eiffel Tower is located in the city of", "Rome", "Paris",
                            [("The capital of France is", "Paris")], max_new_tokens=4)
     assert view.p_true > 10 * view.p_new and view.generation.startswith(" Paris")
 
@@ -297,7 +300,7 @@ def test_moving_the_slider_changes_the_figure(runs):
 
 
 def test_pca_view_is_an_orthogonal_projection_of_the_saved_states(runs):
-    from alphaedit_lite.report import load_hidden
+    from alphaedit_lite.experiments.records import load_hidden
 
     t = X.load_drift_track(runs["MEMIT"])
     assert t.key == "final" and sorted(t.coords) == [1, 2, 3, 4] and t.edits_of == {1: 2, 2: 4, 3: 6, 4: 8}

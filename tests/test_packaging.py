@@ -175,7 +175,7 @@ def test_wheel_carries_the_shipped_data_and_an_install_finds_it(tmp_path):
                         str(wheel)], capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr[-2000:]
     site = next(prefix.glob("lib/python*/site-packages"))
-    code = ("import alphaedit_lite.paths as p, alphaedit_lite.world as w, alphaedit_lite.sequential as s; "
+    code = ("import alphaedit_lite.util.paths as p, alphaedit_lite.world as w, alphaedit_lite.experiments.sequential as s; "
             "print(p.PACKAGE_DIR); print(p.DATA_DIR); "
             "print(w.default_world_dir().joinpath('model.safetensors').is_file() "
             "and s.shipped_run_dir().joinpath('AlphaEdit', 'settings.json').is_file())")
@@ -186,6 +186,6 @@ def test_wheel_carries_the_shipped_data_and_an_install_finds_it(tmp_path):
     assert Path(pkg).is_relative_to(site) and not Path(data).is_relative_to(ROOT), r.stdout
     assert found == "True"
     # and the kit this interpreter runs (the checkout's editable install) is still installed
-    r = subprocess.run([sys.executable, "-c", "import alphaedit_lite.paths as p; print(p.PACKAGE_DIR)"],
+    r = subprocess.run([sys.executable, "-c", "import alphaedit_lite.util.paths as p; print(p.PACKAGE_DIR)"],
                        capture_output=True, text=True, cwd=tmp_path, timeout=120)
     assert r.returncode == 0 and Path(r.stdout.strip()).is_relative_to(ROOT), r.stderr[-1000:]

@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import pytest
 
-from alphaedit_lite import report
+from alphaedit_lite.experiments import records
+from alphaedit_lite.plots import runs as plots
 from test_runner import _run, _setup
 
 pytestmark = pytest.mark.usefixtures("single_thread")
@@ -14,13 +15,13 @@ def test_report_views_from_a_run_folder(tmp_path, monkeypatch):
     monkeypatch.setenv("ALPHAEDIT_CACHE", str(tmp_path / "cache"))
     _run(tmp_path, tmp_path / "run")
     runs = {"AlphaEdit": tmp_path / "run"}
-    png = report.plot_runs_png(runs, tmp_path / "out" / "curves.png")
+    png = plots.plot_runs_png(runs, tmp_path / "out" / "curves.png")
     assert png.stat().st_size > 10_000
-    html = report.write_runs_html(runs, tmp_path / "out" / "curves.html")
+    html = plots.write_runs_html(runs, tmp_path / "out" / "curves.html")
     assert "plotly" in html.read_text()[:5000].lower() and (tmp_path / "out" / "plotly.min.js").exists()
-    table = report.summary_table(runs)
+    table = records.summary_table(runs)
     assert table.splitlines()[2].startswith("| AlphaEdit | 8 |")
-    emb = report.plot_embedding_png(runs, tmp_path / "out" / "pca.png", method="pca")
+    emb = plots.plot_embedding_png(runs, tmp_path / "out" / "pca.png", method="pca")
     assert emb.stat().st_size > 5_000
     with pytest.raises(FileNotFoundError, match="not a run folder"):
-        report.load_run(tmp_path / "nothing")
+        records.load_run(tmp_path / "nothing")

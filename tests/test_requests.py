@@ -1,17 +1,21 @@
-"""Tests of alphaedit_lite.requests: loaders on the shared data, validation errors, dict
+"""Tests of alphaedit_lite.locate.requests: loaders on the shared data, validation errors, dict
 normalisation, round trips, and the shipped request set (its structure; and, with the model
 marker, that SmolLM2 knows every shipped fact)."""
 from __future__ import annotations
 
 import json
+import sys
+from pathlib import Path
 
 import pytest
 
-from alphaedit_lite import requests as R
-from alphaedit_lite._build_requests import (MIN_NEIGHBOURS, RELATIONS, candidate_requests, model_knows,
-                                            select_requests, without_edited_neighbours)
-from alphaedit_lite.paths import shared_data_dir
-from alphaedit_lite.requests import (
+from alphaedit_lite.locate import requests as R
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
+from build_requests import (MIN_NEIGHBOURS, RELATIONS, candidate_requests, model_knows,  # noqa: E402
+                            select_requests, without_edited_neighbours)  # scripts/build_requests.py
+from alphaedit_lite.util.paths import shared_data_dir
+from alphaedit_lite.locate.requests import (
     EditRequest,
     as_request,
     as_requests,
@@ -270,7 +274,7 @@ def test_selection_leaves_every_group_its_neighbours():
 @pytest.mark.model
 @pytest.mark.slow
 def test_smollm2_knows_every_shipped_fact():
-    from alphaedit_lite.models import load_model
+    from alphaedit_lite.model.loading import load_model
 
     model, tok = load_model("smollm2-135m", device="cpu")
     reqs = load_requests("smollm2_known_facts")

@@ -24,9 +24,10 @@ from pathlib import Path
 
 import pytest
 
-from alphaedit_lite import models as M
-from alphaedit_lite import runner
-from alphaedit_lite.runner import Schedule, read_metrics, restore_original, run_sequential
+from alphaedit_lite.model import arch as M
+from alphaedit_lite.experiments import runner
+from alphaedit_lite.experiments.runner import Schedule, read_metrics, run_sequential
+from alphaedit_lite.model.arch import restore_weights
 from test_runner import PROBES, REQS, _tiny_alphaedit
 
 pytestmark = pytest.mark.usefixtures("single_thread")
@@ -50,7 +51,7 @@ def tiny(tmp_path, monkeypatch):
                                  probe_prompts=PROBES, stats=st, progress=False, **kw)
             return res, {l: M.get_rewrite_weight(model, l).clone() for l in hp.layers}
         finally:
-            restore_original(model, original)
+            restore_weights(model, original)
     return run
 
 

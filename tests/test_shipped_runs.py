@@ -10,9 +10,10 @@ import json
 import pytest
 import torch
 
-from alphaedit_lite.drift import relative_drift
-from alphaedit_lite.report import SUMMARY_KEYS, final_figures, load_hidden, load_run
-from alphaedit_lite.sequential import DEMO_DEFAULTS, shipped_run_dir
+from alphaedit_lite.experiments.drift import relative_drift
+from alphaedit_lite.experiments.records import SUMMARY_KEYS, final_figures, load_hidden, load_run
+from alphaedit_lite.cli.sequential import DEMO_DEFAULTS
+from alphaedit_lite.experiments.sequential import shipped_run_dir
 
 RUN = shipped_run_dir()
 METHODS = DEMO_DEFAULTS["methods"]

@@ -15,9 +15,9 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from alphaedit_lite.nullspace import null_space_projector
-from alphaedit_lite.solvers import alphaedit_delta, memit_delta
-from alphaedit_lite.verify import nullspace_residual
+from alphaedit_lite.core.nullspace import null_space_projector
+from alphaedit_lite.core.solvers import alphaedit_delta, memit_delta
+from alphaedit_lite.core.verify import nullspace_residual
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 FAST = settings(max_examples=30, deadline=None)

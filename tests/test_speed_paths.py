@@ -1,11 +1,11 @@
 """Tests of the fast paths of the editing engine (issue 6): each must give what the plain path gives.
 
-- :class:`alphaedit_lite.targets.SuffixRunner` (prefix reuse in the target optimisation) against
+- :class:`alphaedit_lite.locate.targets.SuffixRunner` (prefix reuse in the target optimisation) against
   the model's own forward pass, and ``compute_targets`` with and without it;
-- :class:`alphaedit_lite.keys.KeyReader` (blocks below the first edited layer run once) against
-  :func:`alphaedit_lite.keys.keys_and_values`;
-- the low-rank (Woodbury) solvers against :func:`alphaedit_lite.solvers.alphaedit_delta` /
-  :func:`~alphaedit_lite.solvers.memit_delta`, and the ``EditState`` bookkeeping behind them;
+- :class:`alphaedit_lite.locate.keys.KeyReader` (blocks below the first edited layer run once) against
+  :func:`alphaedit_lite.locate.keys.keys_and_values`;
+- the low-rank (Woodbury) solvers against :func:`alphaedit_lite.core.solvers.alphaedit_delta` /
+  :func:`~alphaedit_lite.core.solvers.memit_delta`, and the ``EditState`` bookkeeping behind them;
 - ``benchmarks/bench_vs_reference.py --smoke`` runs (slow, needs SmolLM2).
 """
 from __future__ import annotations
@@ -20,17 +20,16 @@ import torch
 import transformers as T
 
 import editing_helpers as EH
-from alphaedit_lite import hparams as HP
-from alphaedit_lite import keys as K
-from alphaedit_lite import models as M
-from alphaedit_lite import stats as S
-from alphaedit_lite import targets as TG
+from alphaedit_lite.methods import hparams as HP
+from alphaedit_lite.locate import keys as K
+from alphaedit_lite.model import arch as M
+from alphaedit_lite.locate import stats as S
+from alphaedit_lite.locate import targets as TG
 from alphaedit_lite.methods import EditState, apply_alphaedit, apply_memit
-from alphaedit_lite.methods.alphaedit import lowrank_alphaedit_delta
-from alphaedit_lite.methods.memit import lowrank_memit_delta
-from alphaedit_lite.paths import shared_data_dir
-from alphaedit_lite.requests import as_request
-from alphaedit_lite.solvers import alphaedit_delta, memit_delta
+from alphaedit_lite.core.solvers import lowrank_alphaedit_delta, lowrank_memit_delta
+from alphaedit_lite.util.paths import shared_data_dir
+from alphaedit_lite.locate.requests import as_request
+from alphaedit_lite.core.solvers import alphaedit_delta, memit_delta
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
@@ -398,7 +397,7 @@ def test_targets_in_groups_equal_targets_in_one_pass(tiny):
 # The held-out perplexity of real-model runs
 # ------------------------------------------------------------------------------------------------
 def test_token_nll_equals_the_hand_computed_mean(tiny):
-    from alphaedit_lite.evaluate import token_nll
+    from alphaedit_lite.experiments.evaluate import token_nll
 
     model, tok = tiny
     rows = [tok(t).input_ids for t in ("The mother tongue of Danielle Darrieux is French", "Paris is a city")]
@@ -415,7 +414,7 @@ def test_token_nll_equals_the_hand_computed_mean(tiny):
 
 
 def test_heldout_perplexity_is_one_before_an_edit_and_moves_after(tiny):
-    from alphaedit_lite.sequential import heldout_perplexity_eval
+    from alphaedit_lite.experiments.sequential import heldout_perplexity_eval
 
     model, tok = tiny
     hp = HP.load_hparams("AlphaEdit", "smollm2-135m").replace(mom2_n_samples=4, mom2_seq_len=32)

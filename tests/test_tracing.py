@@ -1,4 +1,4 @@
-"""alphaedit_lite.tracing (ROME's causal tracing, Meng et al. 2022 Sec. 2.1) and viz.plot_trace.
+"""alphaedit_lite.locate.tracing (ROME's causal tracing, Meng et al. 2022 Sec. 2.1) and viz.plot_trace.
 
 Exact properties on a tiny random Llama with a byte-level BPE tokenizer (built locally, no
 download): restoring the last layer's hidden state at the last position gives back p_clean;
@@ -15,7 +15,7 @@ import torch
 import transformers as T
 
 import editing_helpers as EH
-from alphaedit_lite.tracing import GROUPS, KINDS, TraceResult, average_indirect_effect, trace
+from alphaedit_lite.locate.tracing import GROUPS, KINDS, TraceResult, average_indirect_effect, trace
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
@@ -237,7 +237,7 @@ def test_plot_trace_figure(result):
     matplotlib.use("Agg")
     from matplotlib.figure import Figure
 
-    from alphaedit_lite.viz import figure_to_png, plot_trace
+    from alphaedit_lite.plots.viz import figure_to_png, plot_trace
 
     fig = plot_trace(result)
     assert isinstance(fig, Figure) and len(fig.axes) == 3
@@ -251,7 +251,7 @@ def test_plot_trace_figure(result):
 
 
 def test_patch_subject_state(tiny):
-    from alphaedit_lite.tracing import patch_subject_state
+    from alphaedit_lite.locate.tracing import patch_subject_state
 
     model, tok = tiny[0], tiny[1]
     same = [("The Eiffel Tower is in", "The Eiffel Tower", "The Eiffel Tower is in", "The Eiffel Tower")]
@@ -259,7 +259,7 @@ def test_patch_subject_state(tiny):
     # the last block's output at the LAST token decides the answer: a subject that ends the prompt
     # and is swapped there takes the other prompt's answer with it
     pairs = [("We saw Rome", "Rome", "We saw Paris", "Paris"), ("We saw Paris", "Paris", "We saw Rome", "Rome")]
-    from alphaedit_lite.models import num_layers
+    from alphaedit_lite.model.arch import num_layers
     r = patch_subject_state(model, tok, pairs, layer=num_layers(model) - 1)
     clean = [int(model(input_ids=torch.tensor([tok(p).input_ids])).logits[0, -1].argmax()) for p, *_ in pairs]
     assert clean[0] != clean[1], "pick two prompts with different answers, or the check below says nothing"

@@ -1,4 +1,4 @@
-"""Tests of the numerical checks in `alphaedit_lite.verify` (the null-space claim, AlphaEdit Eq. 5-7)."""
+"""Tests of the numerical checks in `alphaedit_lite.core.verify` (the null-space claim, AlphaEdit Eq. 5-7)."""
 from __future__ import annotations
 
 import math
@@ -6,8 +6,8 @@ import math
 import pytest
 import torch
 
-from alphaedit_lite.nullspace import null_space_projector
-from alphaedit_lite.verify import nullspace_residual, preserved_change, projector_errors
+from alphaedit_lite.core.nullspace import null_space_projector
+from alphaedit_lite.core.verify import nullspace_residual, preserved_change, projector_errors
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 F64 = torch.float64

@@ -1,4 +1,4 @@
-"""alphaedit_lite.viz: figures build with the expected traces, explorers update without a front end.
+"""alphaedit_lite.plots.viz: figures build with the expected traces, explorers update without a front end.
 
 No widget front end exists under pytest (no kernel, no browser): these tests are the headless case.
 """
@@ -19,11 +19,12 @@ pytest.importorskip("matplotlib")
 import plotly.graph_objects as go  # noqa: E402
 import plotly.io as pio  # noqa: E402
 
-from alphaedit_lite import viz  # noqa: E402
-from alphaedit_lite.covariance import SecondMoment  # noqa: E402
-from alphaedit_lite.nullspace import null_space_projector  # noqa: E402
-from alphaedit_lite.solvers import alphaedit_delta, memit_delta  # noqa: E402
-from alphaedit_lite.verify import preserved_change  # noqa: E402
+from alphaedit_lite import widgets  # noqa: E402
+from alphaedit_lite.plots import viz  # noqa: E402
+from alphaedit_lite.core.covariance import SecondMoment  # noqa: E402
+from alphaedit_lite.core.nullspace import null_space_projector  # noqa: E402
+from alphaedit_lite.core.solvers import alphaedit_delta, memit_delta  # noqa: E402
+from alphaedit_lite.core.verify import preserved_change  # noqa: E402
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 PNG = b"\x89PNG\r\n\x1a\n"
@@ -164,7 +165,7 @@ def keys_fn(make_keys):
 
 
 def test_null_space_explorer_reading_matches_the_library(keys_fn):
-    ex = viz.null_space_explorer(keys_fn, threshold=2e-2, noise=1e-2, d_out=4, seed=7)
+    ex = widgets.null_space_explorer(keys_fn, threshold=2e-2, noise=1e-2, d_out=4, seed=7)
     rd = ex.last
     assert (rd.dim, rd.kept_rank) == (D, D - RANK)
     K0 = keys_fn(1e-2)
@@ -181,7 +182,7 @@ def test_null_space_explorer_reading_matches_the_library(keys_fn):
 
 
 def test_null_space_explorer_update_changes_its_output(keys_fn):
-    ex = viz.null_space_explorer(keys_fn, threshold=2e-2, noise=1e-2, threshold_range=(1e-8, 1e3))
+    ex = widgets.null_space_explorer(keys_fn, threshold=2e-2, noise=1e-2, threshold_range=(1e-8, 1e3))
     html0, png0, text0 = ex.readout.value, bytes(ex.image.value), ex._repr_mimebundle_()["text/plain"]
     assert png0.startswith(PNG) and f"{D - RANK} / {D}" in html0
     rd = ex.update(threshold=1e-7)
@@ -197,7 +198,7 @@ def test_null_space_explorer_update_changes_its_output(keys_fn):
 
 
 def test_null_space_explorer_noise_is_cached_and_shrinks_the_null_space(keys_fn):
-    ex = viz.null_space_explorer(keys_fn, threshold=2e-2, noise=1e-2, noise_range=(1e-4, 1.0))
+    ex = widgets.null_space_explorer(keys_fn, threshold=2e-2, noise=1e-2, noise_range=(1e-4, 1.0))
     n_calls = len(keys_fn.calls)
     noisy = ex.update(noise=0.5)  # noise eigenvalues ≈ 0.25 > threshold
     assert noisy.kept_rank < D - RANK
@@ -208,27 +209,27 @@ def test_null_space_explorer_noise_is_cached_and_shrinks_the_null_space(keys_fn)
 
 
 def test_explorer_headless_mime_bundle(keys_fn):
-    ex = viz.null_space_explorer(keys_fn)
+    ex = widgets.null_space_explorer(keys_fn)
     bundle = ex._repr_mimebundle_()
     assert "application/vnd.jupyter.widget-view+json" in bundle
     assert base64.b64decode(bundle["image/png"]).startswith(PNG)
     assert f"kept rank {D - RANK}/{D}" in bundle["text/plain"]
-    assert "<table>" in bundle["text/html"] and "data:image/png;base64," in bundle["text/html"]
+    assert "<table" in bundle["text/html"] and "data:image/png;base64," in bundle["text/html"]
 
 
 def test_null_space_explorer_modes_and_errors(keys_fn):
-    ex = viz.null_space_explorer(keys_fn, mode="rank", threshold=3)
+    ex = widgets.null_space_explorer(keys_fn, mode="rank", threshold=3)
     assert ex.last.kept_rank == 3 and ex.update(threshold=5).kept_rank == 5
-    assert viz.null_space_explorer(keys_fn, mode="energy", threshold=1e-4).last.kept_rank == D - RANK
+    assert widgets.null_space_explorer(keys_fn, mode="energy", threshold=1e-4).last.kept_rank == D - RANK
     with pytest.raises(ValueError, match="outside"):
-        viz.null_space_explorer(keys_fn, threshold=1e3)
+        widgets.null_space_explorer(keys_fn, threshold=1e3)
     with pytest.raises(ValueError, match="mode"):
-        viz.null_space_explorer(keys_fn, mode="median")
+        widgets.null_space_explorer(keys_fn, mode="median")
     with pytest.raises(TypeError, match="keys_fn"):
-        viz.null_space_explorer(np.ones((3, 3)))
+        widgets.null_space_explorer(np.ones((3, 3)))
     with pytest.raises(ValueError, match="rank threshold"):
-        viz.null_space_explorer(keys_fn, mode="rank", threshold=2.5)
-    ex2 = viz.null_space_explorer(keys_fn)
+        widgets.null_space_explorer(keys_fn, mode="rank", threshold=2.5)
+    ex2 = widgets.null_space_explorer(keys_fn)
     before = ex2.last
     with pytest.raises(ValueError, match="outside"):
         ex2.update(threshold=1e-12)
@@ -285,7 +286,7 @@ def test_lambda_sweep_plot_log_log(edit_problem):
 
 def test_lambda_explorer_update(edit_problem):
     R, K1, K0, proj = edit_problem
-    ex = viz.lambda_explorer(R, K1, K0, proj, lam=1.0, lam_range=(1e-2, 1e6), sweep_points=5)
+    ex = widgets.lambda_explorer(R, K1, K0, proj, lam=1.0, lam_range=(1e-2, 1e6), sweep_points=5)
     html0, png0 = ex.readout.value, bytes(ex.image.value)
     rd = ex.update(lam=1e5)
     p, e = _measure(memit_delta(R, K1, SecondMoment.from_keys(K0).cov, 1e5), R, K1, K0)
@@ -295,7 +296,7 @@ def test_lambda_explorer_update(edit_problem):
     with pytest.raises(ValueError, match="outside"):
         ex.update(lam=1e9)
     with pytest.raises(ValueError, match="lam_range"):
-        viz.lambda_explorer(R, K1, K0, proj, lam_range=(0.0, 1.0))
+        widgets.lambda_explorer(R, K1, K0, proj, lam_range=(0.0, 1.0))
 
 
 def test_figures_serialise():

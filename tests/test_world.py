@@ -9,7 +9,7 @@ import time
 import pytest
 import torch
 
-from alphaedit_lite.paths import shared_data_dir
+from alphaedit_lite.util.paths import shared_data_dir
 from alphaedit_lite.world import (
     DEFAULTS, World, build_tokenizer, default_world_dir, evaluate_world_model, generate_world, k0_corpus,
     load_tiny_world, make_config, predict_next, probe_accuracy, target_token_id, train_world_model,

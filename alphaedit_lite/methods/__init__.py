@@ -15,16 +15,18 @@ stats=None) -> EditResult`` (see :mod:`alphaedit_lite.methods.common`).
 """
 from __future__ import annotations
 
-from .alphaedit import apply_alphaedit
-from .common import EditResult, EditState
-from .ft import apply_ft
-from .memit import apply_memit
-from .prune import apply_prune
-from .rect import apply_rect
-from .rome import apply_rome
+from alphaedit_lite.methods.alphaedit import apply_alphaedit
+from alphaedit_lite.methods.common import EditResult, EditState
+from alphaedit_lite.methods.ft import apply_ft
+from alphaedit_lite.methods.memit import apply_memit
+from alphaedit_lite.methods.prune import apply_prune
+from alphaedit_lite.methods.rect import apply_rect
+from alphaedit_lite.methods.registry import METHOD_NAMES, method_name
+from alphaedit_lite.methods.rome import apply_rome
 
 APPLY = {"FT": apply_ft, "ROME": apply_rome, "MEMIT": apply_memit, "AlphaEdit": apply_alphaedit,
          "PRUNE": apply_prune, "RECT": apply_rect}
+assert tuple(APPLY) == METHOD_NAMES, "methods/registry.py and APPLY list different methods"
 
 __all__ = ["EditResult", "EditState", "APPLY", "apply_method", "apply_ft", "apply_rome", "apply_memit",
            "apply_alphaedit", "apply_prune", "apply_rect"]
@@ -32,7 +34,4 @@ __all__ = ["EditResult", "EditState", "APPLY", "apply_method", "apply_ft", "appl
 
 def apply_method(method: str, model, tok, requests, hparams, **kwargs) -> EditResult:
     """``APPLY[method](model, tok, requests, hparams, **kwargs)`` with a clear error for unknown names."""
-    canon = {k.lower(): k for k in APPLY}
-    if not isinstance(method, str) or method.lower() not in canon:
-        raise ValueError(f"unknown method {method!r}; choose one of {list(APPLY)}")
-    return APPLY[canon[method.lower()]](model, tok, requests, hparams, **kwargs)
+    return APPLY[method_name(method)](model, tok, requests, hparams, **kwargs)

@@ -10,11 +10,11 @@ as it was: every ``Δ`` is computed first (weights changed temporarily and resto
 The MEMIT-family engine (:func:`run_memit_family`, used by MEMIT, AlphaEdit, PRUNE and RECT;
 MEMIT Alg. 1 / AlphaEdit Alg. 1):
 
-1. target values z at the last edited layer L (:func:`alphaedit_lite.targets.compute_targets`);
+1. target values z at the last edited layer L (:func:`alphaedit_lite.locate.targets.compute_targets`);
 2. for each edited layer l (ascending), with the earlier layers' updates already in place:
    keys K1 at l and the current output h of layer L at the subject's last token, read in ONE
    forward pass; residual R = (z − h) / (number of layers left), MEMIT's spreading;
-3. Δ_l from a closed form (:mod:`alphaedit_lite.solvers`): MEMIT Eq. 14 ``R K1ᵀ (λC0 + KpKpᵀ +
+3. Δ_l from a closed form (:mod:`alphaedit_lite.core.solvers`): MEMIT Eq. 14 ``R K1ᵀ (λC0 + KpKpᵀ +
    K1K1ᵀ)⁻¹`` or AlphaEdit Eq. 14 ``R K1ᵀ P (KpKpᵀP + K1K1ᵀP + αI)⁻¹``, then a method-specific
    post-processing (PRUNE's singular-value restraint, RECT's sparsification, the projection Δ P);
 4. after the last layer, the keys of all layers are read once more from the edited model: they
@@ -27,9 +27,9 @@ While there are few previous keys (m ≤ d_in / 2) it also keeps the keys themse
 so that the solvers can use the low-rank route (Woodbury identity, O(d_in² m) instead of
 O(d_in³); see :mod:`alphaedit_lite.methods.alphaedit` and :mod:`alphaedit_lite.methods.memit`).
 
-Cost (what one call runs): the target optimisation (:mod:`alphaedit_lite.targets`, most of the
+Cost (what one call runs): the target optimisation (:mod:`alphaedit_lite.locate.targets`, most of the
 time); one pass of the blocks below the first edited layer for the keys (a
-:class:`~alphaedit_lite.keys.KeyReader`), then per edited layer only the blocks from the first
+:class:`~alphaedit_lite.locate.keys.KeyReader`), then per edited layer only the blocks from the first
 edited layer up to L; one more read of the keys afterwards only when they are kept (Kp).
 """
 from __future__ import annotations
@@ -40,16 +40,16 @@ from typing import Any, Callable, Sequence
 
 import torch
 
-from .. import models as M
-from ..covariance import SecondMoment
-from ..hparams import MEMITHParams, TargetHParams
-from ..keys import KeyReader, context_templates
-from ..requests import EditRequest, as_request
-from ..stats import layer_stats
-from ..targets import TargetResult, compute_targets
+from alphaedit_lite.model import arch as M
+from alphaedit_lite.core.covariance import SecondMoment
+from alphaedit_lite.methods.hparams import MEMITHParams, TargetHParams
+from alphaedit_lite.locate.keys import KeyReader, context_templates
+from alphaedit_lite.locate.requests import EditRequest, as_request
+from alphaedit_lite.locate.stats import layer_stats
+from alphaedit_lite.locate.targets import TargetResult, compute_targets
 
 __all__ = ["EditResult", "EditState", "run_memit_family", "check_layers", "check_stats", "resolve_stats",
-           "apply_all", "snapshot", "restore_snapshot", "prepare_requests"]
+           "apply_all", "prepare_requests"]
 
 
 # ------------------------------------------------------------------------------------------------
@@ -150,12 +150,7 @@ def prepare_requests(requests) -> list[EditRequest]:
 
 
 def check_layers(model, layers: Sequence[int]) -> list[int]:
-    n = M.num_layers(model)
-    bad = [x for x in layers if not (isinstance(x, int) and 0 <= x < n)]
-    if bad:
-        raise ValueError(f"layers {bad} are out of range: this model has {n} layers (0..{n - 1}); "
-                         "fix hparams.layers (e.g. hparams.replace(layers=[...]))")
-    return list(layers)
+    return M.check_layers(model, layers, what="hparams.layers", hint="fix hparams.layers (e.g. hparams.replace(layers=[...]))")
 
 
 def check_stats(model, stats: dict, layers: Sequence[int]) -> None:
@@ -163,7 +158,7 @@ def check_stats(model, stats: dict, layers: Sequence[int]) -> None:
     missing = [x for x in layers if x not in stats]
     if missing:
         raise ValueError(f"the statistics hold layers {sorted(stats)} but layers {missing} are edited; "
-                         "compute them with alphaedit_lite.stats.layer_stats(model, tok, layers)")
+                         "compute them with alphaedit_lite.locate.stats.layer_stats(model, tok, layers)")
     for x in layers:
         sm = stats[x]
         if not isinstance(sm, SecondMoment):
@@ -183,22 +178,13 @@ def resolve_stats(model, tok, hp: TargetHParams, stats, progress: bool = True) -
     return stats
 
 
-def snapshot(model, layers: Sequence[int]) -> dict[int, torch.Tensor]:
-    return {x: M.get_rewrite_weight(model, x).clone() for x in layers}
-
-
-def restore_snapshot(model, snap: dict[int, torch.Tensor]) -> None:
-    for x, W in snap.items():
-        M.set_rewrite_weight(model, x, W)
-
-
 def apply_all(model, deltas: dict[int, torch.Tensor], snap: dict[int, torch.Tensor]) -> None:
     """Apply every Δ; on any exception restore ``snap`` bit for bit and re-raise."""
     try:
         for x, d in deltas.items():
             M.apply_weight_delta(model, x, d)
     except BaseException:
-        restore_snapshot(model, snap)
+        M.restore_weights(model, snap)
         raise
 
 
@@ -254,7 +240,7 @@ def run_memit_family(method: str, model, tok, requests, hp: MEMITHParams, *, sol
         timing["targets"] = 0.0
     t1 = time.perf_counter()
     device = next(model.parameters()).device
-    snap = snapshot(model, layers)
+    snap = M.snapshot_weights(model, layers)
     deltas: dict[int, torch.Tensor] = {}
     layer_info: dict[int, dict] = {}
     post_keys: dict[int, torch.Tensor] = {}
@@ -278,7 +264,7 @@ def run_memit_family(method: str, model, tok, requests, hp: MEMITHParams, *, sol
         if keep:
             post_keys, _ = reader.read(layers)                               # Kp of the next call
     finally:
-        restore_snapshot(model, snap)
+        M.restore_weights(model, snap)
     timing["deltas"] = time.perf_counter() - t1
     apply_all(model, deltas, snap)
     if state is not None:

@@ -5,7 +5,7 @@ prompts with respect to the rewrite weights W_l of ``hparams.layers`` only; afte
 weight is clamped to an L∞ ball around its original value, ``‖W − W0‖∞ ≤ norm_constraint``
 (``norm_constraint ≤ 0``: unconstrained FT). Stops early once the loss is below
 ``early_stop_loss``. As in targets.py, the layers below the first edited layer run once
-(:class:`~alphaedit_lite.targets.ResidualRunner`) and the unembedding is applied only where the
+(:class:`~alphaedit_lite.locate.targets.ResidualRunner`) and the unembedding is applied only where the
 loss reads it. The weights are changed during the optimisation and restored afterwards; the
 final differences are then applied like every other method's Δ.
 """
@@ -16,13 +16,14 @@ from typing import Sequence
 
 import torch
 
-from .. import models as M
-from ..hparams import FTHParams
-from ..keys import _pad_id, build_sentences, context_templates, right_pad
-from ..targets import ResidualRunner, frozen_params, target_token_ids
-from .common import (EditResult, EditState, apply_all, check_layers, make_result, prepare_requests,
-                     restore_snapshot, snapshot)
-from .memit import as_hparams
+from alphaedit_lite.model import arch as M
+from alphaedit_lite.methods.hparams import FTHParams
+from alphaedit_lite.locate.keys import build_sentences, context_templates, right_pad
+from alphaedit_lite.locate.targets import ResidualRunner, frozen_params, target_token_ids
+from alphaedit_lite.methods.common import (EditResult, EditState, apply_all, check_layers, make_result, prepare_requests,
+                     )
+from alphaedit_lite.methods.memit import as_hparams
+from alphaedit_lite.model.tokens import pad_id
 
 __all__ = ["apply_ft"]
 
@@ -53,11 +54,11 @@ def apply_ft(model, tok, requests, hparams: FTHParams, *, state: EditState | Non
                 t_pos.append(len(s.ids) - 1 + k)
                 t_tok.append(t)
                 t_req.append(i)
-    ids, mask = right_pad(seqs, _pad_id(tok))
+    ids, mask = right_pad(seqs, pad_id(tok))
     t_row, t_pos, t_tok, t_req = (torch.tensor(x, device=device) for x in (t_row, t_pos, t_tok, t_req))
     n_tgt_t = torch.tensor(n_tgt, device=device, dtype=torch.float32)
 
-    snap = snapshot(model, layers)
+    snap = M.snapshot_weights(model, layers)
     params = [M.rewrite_module(model, x).weight for x in layers]
     originals = [p.detach().clone() for p in params]
     runner = ResidualRunner(model, ids, mask, start=min(layers))
@@ -98,7 +99,7 @@ def apply_ft(model, tok, requests, hparams: FTHParams, *, state: EditState | Non
             for x in layers:
                 deltas[x] = (M.get_rewrite_weight(model, x).to(torch.float32) - snap[x].to(torch.float32)).clone()
     finally:
-        restore_snapshot(model, snap)
+        M.restore_weights(model, snap)
         for p in params:
             p.grad = None
     apply_all(model, deltas, snap)

@@ -15,9 +15,9 @@ from typing import Sequence
 
 import torch
 
-from ..hparams import RECTHParams
-from .common import EditResult, EditState, resolve_stats, run_memit_family
-from .memit import as_hparams, memit_solver, projection_post
+from alphaedit_lite.methods.hparams import RECTHParams
+from alphaedit_lite.methods.common import EditResult, EditState, resolve_stats, run_memit_family
+from alphaedit_lite.methods.memit import as_hparams, memit_solver, projection_post
 
 __all__ = ["apply_rect", "rect_mask"]
 

@@ -2,7 +2,7 @@
 
 For one request, with k̄ the key averaged over the context templates, k the key of the plain
 prompt, C = K0 K0ᵀ / n the corpus key statistics (C = I with ``mom2_adjustment=False``) and the
-residual r = z − h (z from :func:`alphaedit_lite.targets.compute_targets` at the edited layer,
+residual r = z − h (z from :func:`alphaedit_lite.locate.targets.compute_targets` at the edited layer,
 h the layer's current output at the subject's last token):
 
     Δ = r (C⁻¹ k̄)ᵀ / ((C⁻¹ k̄)ᵀ k)          (ROME Eq. 2; Δ k = r exactly)
@@ -17,13 +17,13 @@ from typing import Sequence
 
 import torch
 
-from .. import models as M
-from ..hparams import ROMEHParams
-from ..keys import context_templates, keys_and_values
-from ..targets import compute_targets
-from .common import (EditResult, EditState, apply_all, check_layers, make_result, prepare_requests,
-                     resolve_stats, restore_snapshot, snapshot)
-from .memit import as_hparams
+from alphaedit_lite.model import arch as M
+from alphaedit_lite.methods.hparams import ROMEHParams
+from alphaedit_lite.locate.keys import context_templates, keys_and_values
+from alphaedit_lite.locate.targets import compute_targets
+from alphaedit_lite.methods.common import (EditResult, EditState, apply_all, check_layers, make_result, prepare_requests,
+                     resolve_stats, )
+from alphaedit_lite.methods.memit import as_hparams
 
 __all__ = ["apply_rome", "rome_delta"]
 
@@ -61,7 +61,7 @@ def apply_rome(model, tok, requests, hparams: ROMEHParams, *, state: EditState |
     if templates is None:
         templates = context_templates(model, tok, hp.context_n_prefixes, hp.context_prefix_tokens)
     device = next(model.parameters()).device
-    snap = snapshot(model, [layer])
+    snap = M.snapshot_weights(model, [layer])
     total = None
     target_stats = []
     t_targets = 0.0
@@ -83,7 +83,7 @@ def apply_rome(model, tok, requests, hparams: ROMEHParams, *, state: EditState |
             M.apply_weight_delta(model, layer, d)      # the next request sees this one
             total = d if total is None else total + d
     finally:
-        restore_snapshot(model, snap)
+        M.restore_weights(model, snap)
     deltas = {layer: total}
     apply_all(model, deltas, snap)
     timing = {"targets": t_targets, "total": time.perf_counter() - t0}

@@ -17,11 +17,11 @@ CounterFact-format records are the edits K1.
 Command line: `python -m alphaedit_lite.world train|eval|show` (see `__main__`). How the
 held-out phrasings are chosen is explained in `alphaedit_lite.world.generate`.
 """
-from .generate import RELATION_IDS, Fact, Probe, Relation, World, generate_world
-from .model import (build_tokenizer, default_world_dir, evaluate_world_model, k0_corpus, load_subword_world,
+from alphaedit_lite.world.generate import RELATION_IDS, Fact, Probe, Relation, World, generate_world
+from alphaedit_lite.world.model import (build_tokenizer, default_world_dir, evaluate_world_model, k0_corpus, load_subword_world,
                     load_tiny_world, load_world_model, make_config, make_model, predict_next, probe_accuracy,
                     save_tiny_world, target_token_id)
-from .train import DEFAULTS, train_and_save, train_world_model
+from alphaedit_lite.world.train import DEFAULTS, train_and_save, train_world_model
 
 __all__ = [
     "RELATION_IDS", "Fact", "Probe", "Relation", "World", "generate_world",

@@ -16,11 +16,11 @@ import math
 import sys
 import time
 
-from .train import DEFAULTS
+from alphaedit_lite.world.train import DEFAULTS
 
 
 def _cmd_train(a: argparse.Namespace) -> int:
-    from .train import train_and_save
+    from alphaedit_lite.world.train import train_and_save
 
     metrics = train_and_save(a.out, n_subjects=a.subjects, seed=a.seed, steps=a.steps, batch_size=a.batch_size,
                              lr=a.lr, weight_decay=a.weight_decay, object_weight=a.object_weight, d_model=a.d_model, n_layers=a.layers,
@@ -36,7 +36,7 @@ def _cmd_train(a: argparse.Namespace) -> int:
 
 
 def _cmd_train_subword(a: argparse.Namespace) -> int:
-    from .subword import SUBWORD_DEFAULTS, train_and_save_subword
+    from alphaedit_lite.world.subword import SUBWORD_DEFAULTS, train_and_save_subword
 
     overrides = {}
     for item in a.set or []:
@@ -56,7 +56,7 @@ def _cmd_train_subword(a: argparse.Namespace) -> int:
 def _cmd_eval(a: argparse.Namespace) -> int:
     import torch
 
-    from .model import evaluate_world_model, load_tiny_world
+    from alphaedit_lite.world.model import evaluate_world_model, load_tiny_world
 
     if a.threads:
         torch.set_num_threads(a.threads)
@@ -76,7 +76,7 @@ def _cmd_eval(a: argparse.Namespace) -> int:
 
 
 def _cmd_show(a: argparse.Namespace) -> int:
-    from .model import load_tiny_world, predict_next
+    from alphaedit_lite.world.model import load_tiny_world, predict_next
 
     model, tok, world = load_tiny_world(a.path, device=a.device)
     probes = world.probes("all")[: a.n * len(world.relations) * world.n_phrasings]

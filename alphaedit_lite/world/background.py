@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import random
 
-from .generate import World, _name
+from alphaedit_lite.world.generate import World, _name
 
 __all__ = ["SPLITS", "background_sentences", "other_names"]
 

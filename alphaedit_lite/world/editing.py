@@ -21,10 +21,11 @@ import random
 
 import torch
 
-from ..covariance import SecondMoment
-from ..stats import LayerStats, collect_second_moments, load_cached_stats, model_id, save_cached_stats
-from .generate import World
-from .model import probe_accuracy
+from alphaedit_lite.core.covariance import SecondMoment
+from alphaedit_lite.locate.cache import model_id
+from alphaedit_lite.locate.stats import LayerStats, collect_second_moments, load_cached_stats, save_cached_stats
+from alphaedit_lite.world.generate import World
+from alphaedit_lite.world.model import probe_accuracy
 
 __all__ = ["world_stats", "subword_stats", "sentence_stats", "perplexity_ratio", "edited_facts", "world_probe_prompts", "unedited_probes_sample", "unedited_accuracy",
            "untouched_accuracy"]
@@ -52,8 +53,8 @@ def world_stats(model, tok, world: World, layers, *, exclude=None, cache: bool =
 
     ``exclude``: edit requests/records whose facts' sentences are left out of K0 (the knowledge to
     preserve is then everything EXCEPT what will be edited). Default: all training sentences.
-    Returns a :class:`~alphaedit_lite.stats.LayerStats` usable as ``stats=`` of every editing method.
-    Cached like :func:`alphaedit_lite.stats.layer_stats` (by model fingerprint, so an edited model reuses it).
+    Returns a :class:`~alphaedit_lite.locate.stats.LayerStats` usable as ``stats=`` of every editing method.
+    Cached like :func:`alphaedit_lite.locate.stats.layer_stats` (by model fingerprint, so an edited model reuses it).
     """
     done = edited_facts(exclude or [])
     return sentence_stats(model, tok, k0_sentences(world, exclude), _corpus_id(world, done), layers,
@@ -67,7 +68,7 @@ SUBWORD_K0_SENTENCES = 12_000
 def subword_stats(model, tok, world: World, layers, *, n_sentences: int = SUBWORD_K0_SENTENCES,
                   cache: bool = True, batch_size: int = 512, progress: bool = False) -> LayerStats:
     """C0 of the subword world: keys of ``n_sentences`` background sentences (split "k0"), none about its facts."""
-    from .background import background_sentences
+    from alphaedit_lite.world.background import background_sentences
 
     cid = f"subword-world-{world.n_subjects}s-seed{world.seed}-background-k0-{n_sentences}"
     return sentence_stats(model, tok, background_sentences(world, "k0", n_sentences), cid, layers,
@@ -78,8 +79,8 @@ def subword_stats(model, tok, world: World, layers, *, n_sentences: int = SUBWOR
 def sentence_stats(model, tok, sentences: list[str], corpus_id: str, layers, *, cache: bool = True,
                    batch_size: int = 512, progress: bool = False, desc: str = "key statistics") -> LayerStats:
     """C0 of each layer from ``sentences`` (one row each, no special tokens), cached by model and corpus id."""
-    from ..keys import right_pad
-    from ..models import arch_spec
+    from alphaedit_lite.locate.keys import right_pad
+    from alphaedit_lite.model.arch import arch_spec
 
     layers = sorted({int(x) for x in layers})
     spec = arch_spec(model)
@@ -168,7 +169,7 @@ def perplexity_ratio(model, tok, world: World, base_nll: float, n_sentences: int
     """
     import math
 
-    from .background import background_sentences
-    from .subword import background_nll
+    from alphaedit_lite.world.background import background_sentences
+    from alphaedit_lite.world.subword import background_nll
 
     return math.exp(background_nll(model, tok, background_sentences(world, "heldout", n_sentences)) - base_nll)

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-from .generate import Probe, World
+from alphaedit_lite.world.generate import Probe, World
 
 PAD, BOS, EOS, UNK = "<pad>", "<bos>", "<eos>", "<unk>"
 SPECIAL_TOKENS = (PAD, BOS, EOS, UNK)
@@ -103,14 +103,14 @@ def save_tiny_world(model, tokenizer, world: World, out_dir: str | Path, dtype: 
 
 def default_world_dir() -> Path:
     """Where the shipped tiny world lives: `data/tiny_world/` in the project."""
-    from ..paths import DATA_DIR
+    from alphaedit_lite.util.paths import DATA_DIR
 
     return DATA_DIR / "tiny_world"
 
 
 def default_subword_dir() -> Path:
     """Where the shipped subword world lives: `data/subword_world/` in the project (or the installed data)."""
-    from ..paths import DATA_DIR
+    from alphaedit_lite.util.paths import DATA_DIR
 
     return DATA_DIR / "subword_world"
 
@@ -123,7 +123,7 @@ def load_world_model(path: str | Path, device=None):
     """
     from transformers import AutoModelForCausalLM, PreTrainedTokenizerFast
 
-    from ..device import pick_device
+    from alphaedit_lite.util.device import pick_device
 
     p = Path(path)
     missing = [f for f in ("config.json", "model.safetensors", "tokenizer.json", WORLD_FILE)

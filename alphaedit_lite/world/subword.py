@@ -38,9 +38,9 @@ from pathlib import Path
 
 import torch
 
-from .background import background_sentences
-from .generate import World, generate_world
-from .model import (METRICS_FILE, PAD, BOS, EOS, UNK, SPECIAL_TOKENS, default_subword_dir,  # noqa: F401
+from alphaedit_lite.world.background import background_sentences
+from alphaedit_lite.world.generate import World, generate_world
+from alphaedit_lite.world.model import (METRICS_FILE, PAD, BOS, EOS, UNK, SPECIAL_TOKENS, default_subword_dir,  # noqa: F401
                     evaluate_world_model, load_world_model, save_tiny_world)
 
 __all__ = ["SUBWORD_DEFAULTS", "build_subword_tokenizer", "make_subword_model", "train_subword_world",
@@ -126,7 +126,7 @@ def train_subword_world(world: World | None = None, log=print, **overrides):
     Returns (model, tokenizer, world, metrics). Rows are the world's fact sentences (as in the tiny
     world) plus background sentences making up ``background_share`` of all rows.
     """
-    from .train import _encode_sentences, fit
+    from alphaedit_lite.world.train import _encode_sentences, fit
 
     bad = sorted(set(overrides) - set(SUBWORD_DEFAULTS))
     if bad:
@@ -173,8 +173,8 @@ def background_nll(model, tok, sentences: list[str], batch_size: int = 256) -> f
     exp of it is the perplexity; :func:`alphaedit_lite.world.editing.perplexity_ratio` compares an
     edited model with the unedited one on the held-out background sentences.
     """
-    from ..evaluate import token_nll
-    from ..keys import right_pad
+    from alphaedit_lite.experiments.evaluate import token_nll
+    from alphaedit_lite.locate.keys import right_pad
 
     if not sentences:
         raise ValueError("background_nll got no sentences")

@@ -24,8 +24,8 @@ import time
 import torch
 import torch.nn.functional as F
 
-from .generate import World, generate_world
-from .model import METRICS_FILE, build_tokenizer, evaluate_world_model, make_model, save_tiny_world
+from alphaedit_lite.world.generate import World, generate_world
+from alphaedit_lite.world.model import METRICS_FILE, build_tokenizer, evaluate_world_model, make_model, save_tiny_world
 
 # Defaults of the shipped model; `python -m alphaedit_lite.world train` uses them.
 DEFAULTS = dict(n_subjects=2000, seed=0, steps=1600, batch_size=128, lr=6e-3, object_weight=4.0,
@@ -210,7 +210,7 @@ def fit(model, tok, world, ids, weights, subject_of, *, log, seed, steps, batch_
     """
     import random
 
-    from .model import probe_accuracy
+    from alphaedit_lite.world.model import probe_accuracy
 
     model.to("cpu").train()
     batches = _Batcher(ids, weights, batch_size, tok.pad_token_id, max_pack=max_pack,
@@ -304,7 +304,7 @@ def fit(model, tok, world, ids, weights, subject_of, *, log, seed, steps, batch_
 
 def train_and_save(out_dir, **kwargs) -> dict:
     """`train_world_model(**kwargs)`, then `save_tiny_world` (float16) and re-check the saved copy."""
-    from .model import load_tiny_world
+    from alphaedit_lite.world.model import load_tiny_world
 
     model, tok, world, metrics = train_world_model(**kwargs)
     out = save_tiny_world(model, tok, world, out_dir)

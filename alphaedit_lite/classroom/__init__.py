@@ -1,0 +1,1 @@
+"""Exercise checkers and the student-version generator."""

@@ -1,0 +1,1 @@
+"""Running and measuring edits: evaluation metrics, sequential runs, drift, run records."""

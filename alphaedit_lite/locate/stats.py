@@ -1,0 +1,347 @@
+"""Key statistics of real models: C0 = K0 K0ᵀ / n of every edited layer's rewrite module, from a corpus.
+
+MEMIT (Meng et al. 2023, Eq. 14, the λ C0 term) and AlphaEdit (Fang et al., ICLR 2025, Eq. 7-8,
+the null-space projector P built from K0 K0ᵀ) both need the second moment of the keys k (the
+inputs of the MLP output projection, d_in = d_ff) over text that stands for "knowledge to keep".
+
+How the statistics are collected (:func:`layer_stats`):
+
+* the corpus is tokenised into ONE token stream and cut into fixed-length chunks of ``seq_len``
+  tokens (a tokenizer that adds a BOS token gets one at the start of every chunk); exactly
+  ``n_tokens`` positions are used: the last chunk is padded and its padding masked out, so
+  ``SecondMoment.count == n_tokens``;
+* ALL requested layers are read in ONE forward pass per batch (a :class:`~alphaedit_lite.model.hooks.TraceDict`
+  retaining the input of every layer's rewrite module), and the pass stops right after the last
+  (deepest) requested rewrite module: layers above it, the final norm and the unembedding are never run;
+* everything runs under ``torch.no_grad()``, with a tqdm progress bar;
+* results are cached per layer with :meth:`SecondMoment.save` under
+  ``cache_dir()/stats/<model-id>/<rewrite-module-name>/<corpus-id>_<n_tokens>.pt``.
+
+Corpus sources (``corpus=``):
+
+* a path to a text file, or a folder (all ``*.txt`` / ``*.raw`` files, sorted);
+* ``"wikitext-2"``: WikiText-2 raw test split from the shared data folder
+  (:func:`alphaedit_lite.util.paths.shared_data_dir`) when present, else from the Hugging Face hub;
+* ``"wikitext-103"``, ``"wikipedia"``: Hugging Face datasets (need ``pip install datasets`` and a
+  network connection; a clear error says so otherwise);
+* ``"model-samples"``: the offline fallback: text SAMPLED FROM THE MODEL ITSELF (seeded). It is
+  labelled as such in the cache key (``model-samples-seed<k>``) and a notice is printed: these keys
+  describe what the model likes to say, not real text.
+
+:func:`projectors` turns statistics into AlphaEdit's projectors (one per layer), cached as well.
+
+Provenance (every cached file says what it is, and is checked before use):
+
+* each statistics file holds, next to ``dim``/``count``/``sum`` (still readable by
+  :meth:`SecondMoment.load`), a ``manifest``: the model fingerprint (:func:`model_id`), the module
+  name, the corpus id, the token count, the dtype, the kit's version and the SHA-256 of the
+  tensor content (:func:`second_moment_sha256`);
+* each projector file holds the same plus the threshold, the mode and the SHA-256 of the
+  statistics it was built from;
+* on load the manifest must match what is asked for and the checksum must match the tensors.
+  A file that cannot be read (e.g. truncated), has no manifest (written by an older version of
+  the kit), or does not match is NOT used: a :class:`CacheWarning` names the file and it is
+  rebuilt. A projector is therefore never taken from other statistics with the same count.
+
+Sharing (:func:`export_stats`, :func:`import_stats`; ``alphaedit-lite stats --export/--import``):
+
+* an export is ONE ``torch.save`` file with each layer's Σkkᵀ and count (optionally AlphaEdit's P
+  for one threshold) and a manifest (fingerprint, layers, modules, corpus, token count, dtype,
+  kit version, checksums);
+* an import checks that the file was made for this model (fingerprint) and these layers, checks
+  the checksums, and writes the statistics into the cache; afterwards the corpus id works as
+  ``corpus=`` of :func:`layer_stats` (and ``--corpus`` of the command line) with the same token count;
+* ROME/MEMIT key statistics (one ``.npz`` per layer, as ROME's ``layer_stats.py`` writes them with
+  ``np.savez(file, **CombinedStat(mom2=SecondMoment()).state_dict())``) import too: ``mom2.mom2``
+  is the running SUM Σkkᵀ and ``mom2.count`` the number of keys (ROME's ``moment()`` is their
+  ratio), so the kit's C0 = sum / count is exactly what MEMIT's ``get_cov`` uses.
+"""
+from __future__ import annotations
+
+import math
+import os
+import re
+import time
+from pathlib import Path
+
+import torch
+
+from alphaedit_lite.core.covariance import SecondMoment
+from alphaedit_lite.model.hooks import TraceDict
+from alphaedit_lite.model.arch import arch_spec, check_layers, mlp_width
+from alphaedit_lite.core.nullspace import Projector, null_space_projector
+from alphaedit_lite.util.paths import cache_dir
+from alphaedit_lite.locate.cache import (_load_or_warn, _projector_manifest, _read_projector, _read_stats, _safe,
+                                         _dtype_name, _stats_expect, _stats_manifest, _write_projector, model_id,
+                                         second_moment_sha256, stats_cache_path, write_stats_file)
+from alphaedit_lite.locate.corpus import BUILTIN_CORPORA, corpus_tokens
+
+__all__ = ["LayerStats", "collect_second_moments", "layer_stats", "projectors", "clear_projector_memo",
+           "load_cached_stats", "save_cached_stats"]
+
+class LayerStats(dict):
+    """``{layer: SecondMoment}`` plus where it came from (used for cache keys and messages)."""
+
+    def __init__(self, data: dict[int, SecondMoment], *, model_id: str, corpus_id: str, n_tokens: int,
+                 module_names: dict[int, str]):
+        super().__init__(data)
+        self.model_id = model_id
+        self.corpus_id = corpus_id
+        self.n_tokens = int(n_tokens)
+        self.module_names = dict(module_names)
+
+    def cov(self, layer: int) -> torch.Tensor:
+        """C0 = K0 K0ᵀ / n of ``layer`` (float64, (d_in, d_in))."""
+        if layer not in self:
+            raise ValueError(f"no statistics for layer {layer}; these statistics hold layers {sorted(self)}")
+        return self[layer].cov
+
+    def __repr__(self) -> str:
+        return (f"LayerStats(model={self.model_id!r}, corpus={self.corpus_id!r}, n_tokens={self.n_tokens}, "
+                f"layers={sorted(self)})")
+
+
+# ------------------------------------------------------------------------------------------------
+# Identities used in cache keys
+# ------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------
+# Provenance: manifests, checksums and verified reads of cached files
+# ------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------
+# Corpora
+# ------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------
+# Statistics
+# ------------------------------------------------------------------------------------------------
+def _check_layers(model, layers) -> list[int]:
+    return sorted(set(check_layers(model, layers)))
+
+
+def _stats_device(model) -> torch.device:
+    dev = next(model.parameters()).device
+    return torch.device("cpu") if dev.type == "mps" else dev  # no float64 on MPS
+
+
+def collect_second_moments(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, layers: list[int],
+                           batch_size: int = 16, progress: bool = True, stop: bool = True,
+                           desc: str = "key statistics") -> dict[int, SecondMoment]:
+    """One forward pass per batch reading every layer's rewrite-module input; no caching.
+
+    ``stop=False`` runs the full model (only for measuring what stopping early saves).
+    """
+    from tqdm.auto import tqdm
+
+    spec = arch_spec(model)
+    names = {layer: spec.rewrite_name(layer) for layer in layers}
+    device = next(model.parameters()).device
+    acc = {layer: SecondMoment(device=_stats_device(model)) for layer in layers}
+    n_rows = input_ids.shape[0]
+    with torch.no_grad():
+        for start in tqdm(range(0, n_rows, batch_size), desc=desc, disable=not progress,
+                          total=math.ceil(n_rows / batch_size)):
+            ids = input_ids[start:start + batch_size].to(device)
+            mask = attention_mask[start:start + batch_size].to(device)
+            with TraceDict(model, list(names.values()), retain_input=True, retain_output=False, stop=stop) as tr:
+                model(input_ids=ids, attention_mask=mask, use_cache=False)
+            keep = mask.reshape(-1).bool()
+            for layer, name in names.items():
+                x = tr[name].input  # (b, seq, d_in): keys as rows
+                # float64 batch products: float32 ones (SecondMoment.update's batch_dtype) are 1.6x faster but
+                # left a 768-token, rank-deficient C with an eigenvalue of -3.8e-8, which the PSD check refuses
+                acc[layer].update(x.reshape(-1, x.shape[-1])[keep])
+    return acc
+
+
+def layer_stats(model, tok, layers, corpus: str | os.PathLike = "wikitext-2", n_tokens: int = 100_000,
+                seq_len: int = 128, *, batch_size: int = 16, seed: int = 0, cache: bool = True,
+                force_recompute: bool = False, progress: bool = True) -> LayerStats:
+    """K0 K0ᵀ statistics of the rewrite module of each layer in ``layers``, from ``corpus``.
+
+    Returns a :class:`LayerStats` ``{layer: SecondMoment}`` with ``count == n_tokens`` each.
+    Cached layers are loaded after checking their manifest and checksum (an unusable file is
+    recomputed, with a :class:`CacheWarning` naming it); the missing ones are computed together in
+    one pass per batch. ``corpus`` may also be the corpus id of statistics already in the cache
+    (e.g. imported with :func:`import_stats`): they are then only loaded, never computed.
+    """
+    layers = _check_layers(model, layers)
+    spec = arch_spec(model)
+    mid = model_id(model)
+    d_in = mlp_width(model)
+    names = {layer: spec.rewrite_name(layer) for layer in layers}
+    if _is_cached_corpus_id(corpus):
+        if force_recompute:
+            raise ValueError(f"corpus {corpus!r} is not a text source but the id of cached statistics, which cannot be "
+                             f"recomputed; pass the text file or built-in corpus they came from to recompute them")
+        return _cached_layer_stats(model, layers, corpus, n_tokens)
+
+    # The corpus id is needed for the cache key; for model samples it is known without sampling.
+    if corpus == "model-samples":
+        corpus_id = f"model-samples-seed{seed}-L{seq_len}"
+        ids = mask = None
+    else:
+        corpus_id, ids, mask = corpus_tokens(tok, corpus, n_tokens, seq_len, seed=seed, progress=progress)
+
+    out: dict[int, SecondMoment] = {}
+    missing = []
+    for layer in layers:
+        path = stats_cache_path(mid, names[layer], corpus_id, n_tokens)
+        if cache and not force_recompute:
+            sm = _load_or_warn(path, "key-statistics",
+                               lambda p: _read_stats(p, _stats_expect(mid, names[layer], corpus_id, n_tokens, d_in),
+                                                     _stats_device(model)))
+            if sm is not None:
+                out[layer] = sm
+                continue
+        missing.append(layer)
+    if missing:
+        if ids is None:
+            corpus_id, ids, mask = corpus_tokens(tok, corpus, n_tokens, seq_len, model=model, seed=seed,
+                                                 batch_size=batch_size, progress=progress)
+        assert int(mask.sum()) == n_tokens
+        t0 = time.perf_counter()
+        acc = collect_second_moments(model, ids, mask, missing, batch_size=batch_size, progress=progress,
+                                     desc=f"key statistics, layers {missing}")
+        dt = time.perf_counter() - t0
+        for layer in missing:
+            if acc[layer].count != n_tokens:
+                raise RuntimeError(f"counted {acc[layer].count} keys at layer {layer}, expected {n_tokens}")
+            if cache:
+                write_stats_file(stats_cache_path(mid, names[layer], corpus_id, n_tokens), acc[layer],
+                                 _stats_manifest(acc[layer], model_id=mid, module=names[layer], corpus_id=corpus_id,
+                                                 n_tokens=n_tokens, model_dtype=_dtype_name(model)))
+            out[layer] = acc[layer]
+        if progress:
+            print(f"[alphaedit_lite.locate.stats] {n_tokens} tokens of {corpus_id}, layers {missing}: {dt:.1f} s")
+    return LayerStats({layer: out[layer] for layer in layers}, model_id=mid, corpus_id=corpus_id,
+                      n_tokens=n_tokens, module_names=names)
+
+
+def _is_cached_corpus_id(corpus) -> bool:
+    """True for a string that names no corpus the kit can read: it can only be the id of cached statistics."""
+    return (isinstance(corpus, str) and corpus not in BUILTIN_CORPORA and os.sep not in corpus
+            and not Path(corpus).expanduser().exists())
+
+
+def _cached_token_counts(mid: str, module: str, corpus_id: str) -> list[int]:
+    folder = cache_dir() / "stats" / mid / _safe(module)
+    pat = re.compile(re.escape(_safe(corpus_id)) + r"_(\d+)\.pt")
+    return sorted(int(m.group(1)) for f in (folder.glob("*.pt") if folder.is_dir() else [])
+                  if (m := pat.fullmatch(f.name)))
+
+
+def _cached_layer_stats(model, layers: list[int], corpus_id: str, n_tokens: int) -> LayerStats:
+    """Statistics under a corpus id that only the cache knows (imported ones): load, never compute."""
+    spec = arch_spec(model)
+    mid = model_id(model)
+    d_in = mlp_width(model)
+    names = {layer: spec.rewrite_name(layer) for layer in layers}
+    out = {}
+    for layer in layers:
+        path = stats_cache_path(mid, names[layer], corpus_id, n_tokens)
+        sm = _load_or_warn(path, "key-statistics",
+                           lambda p: _read_stats(p, _stats_expect(mid, names[layer], corpus_id, n_tokens, d_in),
+                                                 _stats_device(model)),
+                           then="it cannot be rebuilt from a corpus id: import the statistics again")
+        if sm is not None:
+            out[layer] = sm
+    missing = [layer for layer in layers if layer not in out]
+    damaged = [layer for layer in missing if stats_cache_path(mid, names[layer], corpus_id, n_tokens).is_file()]
+    if damaged:
+        raise ValueError(f"the cached statistics of layers {damaged} under corpus id {corpus_id!r} with "
+                         f"n_tokens={n_tokens} are unusable (see the warning naming each file) and cannot be "
+                         f"recomputed from a corpus id; import them again (alphaedit-lite stats --import FILE)")
+    if missing:
+        have = {layer: _cached_token_counts(mid, names[layer], corpus_id) for layer in layers}
+        if not any(have.values()):
+            raise ValueError(f"unknown corpus {corpus_id!r}: it is not a file or folder, not one of {BUILTIN_CORPORA}, "
+                             f"and no statistics of this model are cached under this corpus id. Pass a text file or "
+                             f"folder or a built-in corpus, or import shared statistics first "
+                             f"(alphaedit-lite stats --import FILE)")
+        raise ValueError(f"corpus {corpus_id!r} is the id of cached statistics, which can only be loaded, not "
+                         f"computed; layers {missing} have none with n_tokens={n_tokens} (cached token counts per "
+                         f"layer: {have}). Use those layers and token counts, or import statistics for them")
+    return LayerStats({layer: out[layer] for layer in layers}, model_id=mid, corpus_id=corpus_id,
+                      n_tokens=n_tokens, module_names=names)
+
+
+# ------------------------------------------------------------------------------------------------
+# Projectors
+# ------------------------------------------------------------------------------------------------
+#: In-memory projectors, keyed by the CONTENT of the statistics (their SHA-256), the mode and the threshold.
+_PROJ_MEMO: dict[tuple, Projector] = {}
+
+
+def _projector_path(stats: LayerStats, layer: int, threshold: float, mode: str) -> Path:
+    base = stats_cache_path(stats.model_id, stats.module_names[layer], stats.corpus_id, stats.n_tokens)
+    return base.with_name(base.stem + f"_P-{mode}-{threshold:g}.pt")
+
+
+def _projector_expect(stats: LayerStats, layer: int, threshold: float, mode: str, stats_sha: str, dim: int) -> dict:
+    return {"model_id": stats.model_id, "module": stats.module_names[layer], "corpus_id": stats.corpus_id,
+            "n_tokens": int(stats.n_tokens), "dim": int(dim), "threshold": float(threshold), "mode": mode,
+            "stats_sha256": stats_sha}
+
+
+def projectors(stats: dict[int, SecondMoment] | LayerStats, threshold: float = 2e-2, mode: str = "absolute",
+               cache: bool = True) -> dict[int, Projector]:
+    """AlphaEdit's null-space projector P (Eq. 7-8) for each layer of ``stats``.
+
+    Cached in memory, and on disk next to the statistics when ``stats`` is a :class:`LayerStats`
+    (``..._P-<mode>-<threshold>.pt``). A cached P is used only if its manifest names these
+    statistics (their SHA-256), this threshold and mode, and its checksum matches; otherwise it is
+    rebuilt, with a :class:`CacheWarning` naming the file.
+    """
+    if not isinstance(stats, dict) or not stats:
+        raise TypeError("stats must be a non-empty {layer: SecondMoment} dict (what layer_stats returns)")
+    out = {}
+    for layer, sm in stats.items():
+        if not isinstance(sm, SecondMoment):
+            raise TypeError(f"stats[{layer}] is a {type(sm).__name__}, expected a SecondMoment")
+        stats_sha = second_moment_sha256(sm)
+        key = (stats_sha, mode, float(threshold))
+        pj = _PROJ_MEMO.get(key)
+        if pj is None:
+            path = _projector_path(stats, layer, threshold, mode) if isinstance(stats, LayerStats) else None
+            if cache and path is not None:
+                expect = _projector_expect(stats, layer, threshold, mode, stats_sha, sm.dim)
+                pj = _load_or_warn(path, "projector", lambda p: _read_projector(p, expect, sm.dim))
+            if pj is None:
+                pj = null_space_projector(sm.cov, threshold=threshold, mode=mode)
+                if cache and path is not None:
+                    _write_projector(path, pj, _projector_manifest(
+                        pj, model_id=stats.model_id, module=stats.module_names[layer], corpus_id=stats.corpus_id,
+                        n_tokens=stats.n_tokens, stats_sha256=stats_sha))
+            _PROJ_MEMO[key] = pj
+        pj.P = pj.P.to(sm.device)
+        out[layer] = pj
+    return out
+
+
+def clear_projector_memo() -> None:
+    """Forget the in-memory projector cache (disk caches stay)."""
+    _PROJ_MEMO.clear()
+
+
+
+# ------------------------------------------------------------------------------------------------
+# Statistics (and P) as files to share
+# ------------------------------------------------------------------------------------------------
+
+
+def load_cached_stats(model, module: str, corpus_id: str, n_tokens: int) -> SecondMoment | None:
+    """The cached statistics of ``module`` over ``corpus_id`` (``n_tokens`` keys), checked against their
+    manifest; None when there are none or (with a :class:`CacheWarning` naming the file) they are unusable."""
+    mid = model_id(model)
+    d_in = mlp_width(model)                  # the rewrite module's input: the MLP's width
+    path = stats_cache_path(mid, module, corpus_id, n_tokens)
+    return _load_or_warn(path, "key-statistics",
+                         lambda p: _read_stats(p, _stats_expect(mid, module, corpus_id, n_tokens, d_in),
+                                               _stats_device(model)))
+
+
+def save_cached_stats(model, module: str, corpus_id: str, n_tokens: int, sm: SecondMoment) -> Path:
+    """Cache ``sm`` (the statistics of ``module`` over ``corpus_id``) with its provenance manifest."""
+    mid = model_id(model)
+    return write_stats_file(stats_cache_path(mid, module, corpus_id, n_tokens), sm,
+                            _stats_manifest(sm, model_id=mid, module=module, corpus_id=corpus_id,
+                                            n_tokens=n_tokens, model_dtype=_dtype_name(model)))

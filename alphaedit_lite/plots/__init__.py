@@ -1,0 +1,1 @@
+"""Static and interactive figures (matplotlib, plotly)."""
