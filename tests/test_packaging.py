@@ -2,6 +2,7 @@
 same lower bounds, the console script exists, and CI runs the test command the README gives."""
 from __future__ import annotations
 
+import json
 import os
 import re
 from pathlib import Path
@@ -165,7 +166,8 @@ def test_wheel_carries_the_shipped_data_and_an_install_finds_it(tmp_path):
                 "requests/smollm2_known_facts.json", "runs/smollm2-135m-1000x100/provenance.json",
                 "runs/smollm2-135m-1000x100/AlphaEdit/metrics.jsonl",
                 "runs/smollm2-135m-1000x100/MEMIT/hidden/step_00010.pt",
-                "runs/smollm2-135m-1000x100/report/summary.json"):
+                "runs/smollm2-135m-1000x100/report/summary.json",
+                "runs/smollm2-135m-1000x100-memit-lambda2000/MEMIT/metrics.jsonl"):
         assert any(n.endswith(f".data/data/share/alphaedit-lite/data/{rel}") for n in names), rel
     assert any(n.endswith("hparams/AlphaEdit/subword-world.json") for n in names)
     # install it (no dependencies: they are this interpreter's) into a prefix outside the checkout
@@ -185,6 +187,15 @@ def test_wheel_carries_the_shipped_data_and_an_install_finds_it(tmp_path):
     pkg, data, found = r.stdout.split()
     assert Path(pkg).is_relative_to(site) and not Path(data).is_relative_to(ROOT), r.stdout
     assert found == "True"
+    # the installed kit runs the demo outside the checkout (the live SmolLM2 part is left out here: minutes)
+    env = {**os.environ, "PYTHONPATH": str(site), "PYTHONNOUSERSITE": "1", "ALPHAEDIT_CACHE": str(tmp_path / "cache")}
+    r = subprocess.run([sys.executable, "-m", "alphaedit_lite", "demo", "--edits", "200", "--live-edits", "0",
+                        "--threads", "1", "--quiet", "--out", str(tmp_path / "demo")],
+                       capture_output=True, text=True, cwd=tmp_path, timeout=1200, env=env)
+    assert r.returncode == 0, (r.stdout[-2000:], r.stderr[-2000:])
+    summary = json.loads((tmp_path / "demo" / "report" / "summary.json").read_text())
+    assert summary["parts"]["tiny_world"]["methods"]["AlphaEdit"]["edits"] == 200
+    assert summary["methods_from"] == "smollm2_shipped" and "paper, Table 1" in r.stdout
     # and the kit this interpreter runs (the checkout's editable install) is still installed
     r = subprocess.run([sys.executable, "-c", "import alphaedit_lite.util.paths as p; print(p.PACKAGE_DIR)"],
                        capture_output=True, text=True, cwd=tmp_path, timeout=120)

@@ -206,6 +206,7 @@ def test_demo_writes_every_part_and_one_summary(tmp_path, capsys, monkeypatch):
         assert summary["methods"]["AlphaEdit"]["edits"] == 1000
     # without the shipped records the organism's figures are the summary's methods
     monkeypatch.setattr(SQ, "shipped_run_dir", lambda: tmp_path / "nowhere")
+    monkeypatch.setattr(SQ, "shipped_runs", lambda: {})
     assert main(["demo", "--edits", "4", "--batch", "2", "--live-edits", "0", "--quiet", "--threads", "1",
                  "--out", str(tmp_path / "demo2")]) == 0
     s2 = json.loads((tmp_path / "demo2" / "report" / "summary.json").read_text())

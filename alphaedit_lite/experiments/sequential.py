@@ -26,7 +26,7 @@ SUBWORD = "subword-world"
 WORLDS = (SUBWORD, TINY)
 
 __all__ = ["Setup", "prepare", "hparams_for", "run_methods", "evaluate_unedited", "heldout_perplexity_eval",
-           "hp_for_heldout", "shipped_run_dir", "FAST_TARGETS", "SHIPPED_RUN", "TINY", "SUBWORD", "WORLDS"]
+           "hp_for_heldout", "shipped_run_dir", "shipped_runs", "FAST_TARGETS", "SHIPPED_RUN", "MATCHED_LABEL", "TINY", "SUBWORD", "WORLDS"]
 
 
 @dataclass
@@ -216,7 +216,7 @@ def evaluate_unedited(setup: Setup, eval_limit: int | None = 200) -> dict:
 
 
 # ------------------------------------------------------------------------------------------------
-# command line
+# the shipped runs
 # ------------------------------------------------------------------------------------------------
 #: the target settings of the shipped SmolLM2 run and the demo's live part (benchmarks/README.md measures
 #: them against the defaults): stop once the new object is the argmax, layers above L in bfloat16
@@ -226,10 +226,26 @@ FAST_TARGETS = ("v_stop=most_probable", "v_dtype=bfloat16")
 SHIPPED_RUN = "runs/smollm2-135m-1000x100"
 
 
+#: MEMIT on the same 1,000 edits with λ = 2,000, the λ at which its first batch writes ≥ 95 % of its edits
+#: (benchmarks/first_batch_scan.py), so that it compares with AlphaEdit at matched efficacy
+SHIPPED_MATCHED_RUN = "runs/smollm2-135m-1000x100-memit-lambda2000"
+MATCHED_LABEL = "MEMIT λ=2000"
+
+
 def shipped_run_dir() -> Path:
     """The folder of the shipped SmolLM2 run's records (data/runs/smollm2-135m-1000x100)."""
     from alphaedit_lite.util.paths import shipped_data_dir
 
     return shipped_data_dir() / SHIPPED_RUN
+
+
+def shipped_runs() -> dict[str, Path]:
+    """The shipped 1,000-edit SmolLM2 runs that are present, ``{label: run folder}``, in the order
+    MEMIT (its shipped λ = 15,000), MEMIT at λ = 2,000 (matched efficacy), AlphaEdit."""
+    from alphaedit_lite.util.paths import shipped_data_dir
+
+    main, matched = shipped_run_dir(), shipped_data_dir() / SHIPPED_MATCHED_RUN
+    found = {"MEMIT": main / "MEMIT", MATCHED_LABEL: matched / "MEMIT", "AlphaEdit": main / "AlphaEdit"}
+    return {lab: d for lab, d in found.items() if (d / "settings.json").is_file()}
 
 

@@ -34,7 +34,7 @@ from typing import Sequence
 
 import torch
 
-from alphaedit_lite.model.hooks import TraceDict, block_inputs, get_module
+from alphaedit_lite.model.hooks import TraceDict, block_inputs, get_module, run_blocks
 from alphaedit_lite.model.arch import arch_spec, check_layers, num_layers
 from alphaedit_lite.util.paths import cache_dir
 from alphaedit_lite.locate.requests import EditRequest, as_request
@@ -345,9 +345,7 @@ class KeyReader:
             for h, kwargs, pos in self.batches:
                 ar = torch.arange(h.shape[0], device=h.device)
                 with TraceDict(self.model, names, retain_input=True, retain_output=True, stop=True) as tr:
-                    for blk in self.blocks[self.start:last + 1]:
-                        out = blk(h, **kwargs)
-                        h = out[0] if isinstance(out, (tuple, list)) else out
+                    run_blocks(self.blocks[self.start:last + 1], h, **kwargs)
                 for layer, name in key_names.items():
                     rows_k[layer].append(tr[name].input[ar, pos].float())          # (b, d_in)
                 if vname is not None:

@@ -48,7 +48,7 @@ import torch
 
 from alphaedit_lite.locate.keys import build_sentences, locate_subject, right_pad
 from alphaedit_lite.model.arch import arch_spec, check_layers, final_norm, get_module, num_layers, unembed
-from alphaedit_lite.model.hooks import block_inputs
+from alphaedit_lite.model.hooks import block_inputs, run_blocks
 from alphaedit_lite.locate.requests import as_request
 from alphaedit_lite.model.tokens import pad_id
 
@@ -113,11 +113,7 @@ class ResidualRunner:
     def run(self, hidden: torch.Tensor, rows: torch.Tensor | None = None) -> torch.Tensor:
         """Blocks start..N−1 on ``hidden`` ((b', seq, d)); ``rows`` says which batch rows it holds."""
         kwargs = self.kwargs if rows is None else {k: _rows(v, rows, self.batch) for k, v in self.kwargs.items()}
-        h = hidden
-        for blk in self.blocks:
-            out = blk(h, **kwargs)
-            h = out[0] if isinstance(out, (tuple, list)) else out
-        return h
+        return run_blocks(self.blocks, hidden, **kwargs)
 
     def logits_at(self, hidden: torch.Tensor, row_idx: torch.Tensor, pos_idx: torch.Tensor,
                   rows: torch.Tensor | None = None) -> torch.Tensor:
@@ -294,11 +290,7 @@ class SuffixRunner:
             return v if rows is None else _rows_nd(v, rows, self.batch)
         args = tuple(sel(v) for v in self.args)
         kwargs = {k: sel(v) for k, v in self.kwargs.items()}
-        h = hidden
-        for blk in self.blocks:
-            out = blk(h, *args, **kwargs)
-            h = out[0] if isinstance(out, (tuple, list)) else out
-        return h
+        return run_blocks(self.blocks, hidden, *args, **kwargs)
 
     def logits_at(self, hidden: torch.Tensor, row_idx: torch.Tensor, pos_idx: torch.Tensor,
                   rows: torch.Tensor | None = None) -> torch.Tensor:

@@ -29,7 +29,7 @@ from typing import Any
 
 import torch
 
-__all__ = ["Trace", "TraceDict", "get_module", "block_inputs"]
+__all__ = ["Trace", "TraceDict", "get_module", "block_inputs", "run_blocks"]
 
 EditFn = Callable[[torch.Tensor, str], "torch.Tensor | None"]
 
@@ -321,3 +321,15 @@ def block_inputs(model: torch.nn.Module, block: torch.nn.Module, *, output: bool
     if "h" not in rec:
         raise RuntimeError(f"{type(block).__name__} was never called during the forward pass")
     return rec["h"], rec["args"], rec["kwargs"]
+
+
+def run_blocks(blocks, hidden: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
+    """Run transformer ``blocks`` in order on ``hidden``, each called as ``block(h, *args, **kwargs)``.
+
+    The other half of :func:`block_inputs`: with the arguments it recorded, this re-runs the blocks
+    from one layer on, on a changed hidden state, without the layers below. Returns the last hidden state.
+    """
+    h = hidden
+    for blk in blocks:
+        h = _main_tensor(blk(h, *args, **kwargs))
+    return h

@@ -9,7 +9,7 @@ import json
 from pathlib import Path
 
 from alphaedit_lite.experiments.records import summary_json, summary_table, table1_markdown
-from alphaedit_lite.experiments.sequential import shipped_run_dir
+from alphaedit_lite.experiments.sequential import shipped_run_dir, shipped_runs
 from alphaedit_lite.plots.runs import plot_embedding_png, plot_runs_png, write_runs_html
 
 __all__ = ["write_report", "show_shipped_run"]
@@ -40,14 +40,16 @@ def write_report(runs: dict[str, Path], out: Path, title: str = "", unedited: di
     return paths
 
 
-def show_shipped_run(out: Path, log=print, labels=("MEMIT", "AlphaEdit")) -> dict | None:
-    """Render the shipped SmolLM2 run's report into ``out`` and print it beside the paper's Table 1.
+def show_shipped_run(out: Path, log=print) -> dict | None:
+    """Render the shipped SmolLM2 runs into ``out`` and print them beside the paper's Table 1.
 
-    Returns its summary.json (or None when the records are not there)."""
+    The runs are :func:`~alphaedit_lite.experiments.sequential.shipped_runs` (MEMIT at its shipped λ,
+    MEMIT at matched efficacy when shipped, AlphaEdit). Returns the main run's summary.json (or None
+    when the records are not there)."""
 
     src = shipped_run_dir()
-    runs = {lab: src / lab for lab in labels if (src / lab / "settings.json").is_file()}
-    if len(runs) < 2:
+    runs = shipped_runs()
+    if not {"MEMIT", "AlphaEdit"} <= set(runs):
         log(f"(the shipped SmolLM2 run is not in {src}; skipped)")
         return None
     prov = json.loads((src / "provenance.json").read_text())
