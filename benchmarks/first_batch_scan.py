@@ -89,7 +89,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.thresholds:
         held = heldout_keys(model, tok, hp_a, hp_a.layers[-1])
         for thr in [hp_a.nullspace_threshold, *args.thresholds]:
-            pj = projectors({hp_a.layers[-1]: stats[hp_a.layers[-1]]}, threshold=thr, mode="absolute")[hp_a.layers[-1]]
+            try:
+                pj = projectors({hp_a.layers[-1]: stats[hp_a.layers[-1]]}, threshold=thr, mode="absolute")[hp_a.layers[-1]]
+            except ValueError as exc:           # no eigenvalue below the threshold: nothing left to edit
+                print(f"threshold {thr:g}: {exc}")
+                runs = [(lab, hp) for lab, hp in runs if lab != f"AlphaEdit thr={thr:g}"]
+                continue
             share = float((pj.P @ held).pow(2).sum() / held.pow(2).sum())
             print(f"threshold {thr:g}: layer {hp_a.layers[-1]} keeps {pj.kept_rank}/{pj.P.shape[0]} directions; "
                   f"held-out WikiText keys have {share:.3f} of their energy there")

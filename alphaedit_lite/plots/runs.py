@@ -13,10 +13,16 @@ from alphaedit_lite.experiments.records import METRICS, drift_keys, load_hidden,
 
 
 def _metric_panels(data: dict) -> list[tuple[str, str]]:
-    """The four metric panels: Table 1's three rates, then the accuracy on unedited facts where a
-    run measured it (the tiny world), otherwise fluency."""
-    has = any("unedited_acc" in r for run in data.values() for r in run["metrics"])
-    return METRICS[:3] + ([("unedited_acc", "Unedited facts: top-1 accuracy (%)")] if has else [METRICS[3]])
+    """The four metric panels: Table 1's three rates, then what the runs measured of the rest of the
+    model: the accuracy on unedited facts (the organisms), else the held-out perplexity ratio (real
+    models), else fluency."""
+    def has(key):
+        return any(r.get(key) is not None for run in data.values() for r in run["metrics"])
+    if has("unedited_acc"):
+        return METRICS[:3] + [("unedited_acc", "Unedited facts: top-1 accuracy (%)")]
+    if has("perplexity_ratio"):
+        return METRICS[:3] + [("perplexity_ratio", "Held-out perplexity ÷ unedited")]
+    return METRICS[:4]
 
 
 def _x_range(data: dict) -> tuple[float, float] | None:
