@@ -10,6 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from alphaedit_lite.experiments.records import METRICS, drift_keys, load_hidden, load_run, series, update_norm_total
+from alphaedit_lite.plots.style import RUN_COLORS
 
 
 def _metric_panels(data: dict) -> list[tuple[str, str]]:
@@ -46,10 +47,11 @@ def plot_runs_png(runs: dict, path, title: str = "") -> Path:
     fig, axes = plt.subplots(2, 3, figsize=(15, 8), constrained_layout=True)
     for ax, (key, label) in zip(axes.flat[:4], _metric_panels(data)):
         drawn = 0
-        for name, run in data.items():
+        for i, (name, run) in enumerate(data.items()):
             xs, ys = series(run["metrics"], key)
             if xs:
-                ax.plot(xs, ys, marker="o" if len(xs) < 30 else None, ms=3, label=name)
+                ax.plot(xs, ys, marker="o" if len(xs) < 30 else None, ms=3, label=name,
+                        color=RUN_COLORS[i % len(RUN_COLORS)])
                 drawn += 1
         if not drawn:  # e.g. requests without paraphrase/neighbourhood/generation prompts
             ax.text(0.5, 0.5, "not measured in this run", ha="center", va="center", transform=ax.transAxes, color="0.4")
@@ -57,7 +59,7 @@ def plot_runs_png(runs: dict, path, title: str = "") -> Path:
         ax.set_xlabel("edits so far")
         ax.grid(alpha=0.3)
     ax = axes.flat[4]
-    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    colors = RUN_COLORS
     for i, (name, run) in enumerate(data.items()):   # one colour per run, as in the other panels
         for k in drift_keys(run["metrics"]):
             xs, ys = series(run["metrics"], k)
@@ -70,9 +72,10 @@ def plot_runs_png(runs: dict, path, title: str = "") -> Path:
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize=7)
     ax = axes.flat[5]
-    for name, run in data.items():
+    for i, (name, run) in enumerate(data.items()):
         rows = run["metrics"]
-        ax.plot([r["edits"] for r in rows], [max(update_norm_total(r), 1e-12) for r in rows], label=name)
+        ax.plot([r["edits"] for r in rows], [max(update_norm_total(r), 1e-12) for r in rows], label=name,
+                color=RUN_COLORS[i % len(RUN_COLORS)])
     ax.set_yscale("log")
     ax.set_title("Accumulated update ‖W − W₀‖_F (all edited layers)")
     ax.set_xlabel("edits so far")
@@ -100,7 +103,7 @@ def runs_figure(runs: dict, title: str = ""):
     panels = _metric_panels(data)
     titles = [m[1] for m in panels] + ["Hidden-state drift (log)", "‖W − W₀‖_F (log)"]
     fig = make_subplots(rows=2, cols=3, subplot_titles=titles)
-    palette = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b"]
+    palette = RUN_COLORS
     for i, (name, run) in enumerate(data.items()):
         color = palette[i % len(palette)]
         rows = run["metrics"]
