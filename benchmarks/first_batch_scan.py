@@ -56,7 +56,7 @@ def heldout_keys(model, tok, hp, layer: int, n_rows: int = 16) -> torch.Tensor:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--requests", type=int, default=100, help="edits in the batch (default 100, the paper's batch)")
-    p.add_argument("--lambdas", type=float, nargs="+", default=[15000, 5000, 2000, 1000, 500, 200, 100, 50])
+    p.add_argument("--lambdas", type=float, nargs="*", default=[15000, 5000, 2000, 1000, 500, 200, 100, 50])
     p.add_argument("--thresholds", type=float, nargs="*", default=[],
                    help="also AlphaEdit at these absolute null-space thresholds (the shipped one is 2e-2)")
     p.add_argument("--threads", type=int, default=1)
