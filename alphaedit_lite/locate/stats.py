@@ -17,44 +17,12 @@ How the statistics are collected (:func:`layer_stats`):
 * results are cached per layer with :meth:`SecondMoment.save` under
   ``cache_dir()/stats/<model-id>/<rewrite-module-name>/<corpus-id>_<n_tokens>.pt``.
 
-Corpus sources (``corpus=``):
-
-* a path to a text file, or a folder (all ``*.txt`` / ``*.raw`` files, sorted);
-* ``"wikitext-2"``: WikiText-2 raw test split from the shared data folder
-  (:func:`alphaedit_lite.util.paths.shared_data_dir`) when present, else from the Hugging Face hub;
-* ``"wikitext-103"``, ``"wikipedia"``: Hugging Face datasets (need ``pip install datasets`` and a
-  network connection; a clear error says so otherwise);
-* ``"model-samples"``: the offline fallback: text SAMPLED FROM THE MODEL ITSELF (seeded). It is
-  labelled as such in the cache key (``model-samples-seed<k>``) and a notice is printed: these keys
-  describe what the model likes to say, not real text.
-
 :func:`projectors` turns statistics into AlphaEdit's projectors (one per layer), cached as well.
 
-Provenance (every cached file says what it is, and is checked before use):
-
-* each statistics file holds, next to ``dim``/``count``/``sum`` (still readable by
-  :meth:`SecondMoment.load`), a ``manifest``: the model fingerprint (:func:`model_id`), the module
-  name, the corpus id, the token count, the dtype, the kit's version and the SHA-256 of the
-  tensor content (:func:`second_moment_sha256`);
-* each projector file holds the same plus the threshold, the mode and the SHA-256 of the
-  statistics it was built from;
-* on load the manifest must match what is asked for and the checksum must match the tensors.
-  A file that cannot be read (e.g. truncated), has no manifest (written by an older version of
-  the kit), or does not match is NOT used: a :class:`CacheWarning` names the file and it is
-  rebuilt. A projector is therefore never taken from other statistics with the same count.
-
-Sharing (:func:`export_stats`, :func:`import_stats`; ``alphaedit-lite stats --export/--import``):
-
-* an export is ONE ``torch.save`` file with each layer's Σkkᵀ and count (optionally AlphaEdit's P
-  for one threshold) and a manifest (fingerprint, layers, modules, corpus, token count, dtype,
-  kit version, checksums);
-* an import checks that the file was made for this model (fingerprint) and these layers, checks
-  the checksums, and writes the statistics into the cache; afterwards the corpus id works as
-  ``corpus=`` of :func:`layer_stats` (and ``--corpus`` of the command line) with the same token count;
-* ROME/MEMIT key statistics (one ``.npz`` per layer, as ROME's ``layer_stats.py`` writes them with
-  ``np.savez(file, **CombinedStat(mom2=SecondMoment()).state_dict())``) import too: ``mom2.mom2``
-  is the running SUM Σkkᵀ and ``mom2.count`` the number of keys (ROME's ``moment()`` is their
-  ratio), so the kit's C0 = sum / count is exactly what MEMIT's ``get_cov`` uses.
+Where the rest lives: corpora (files, WikiText, hub datasets, model samples) in
+:mod:`alphaedit_lite.locate.corpus`; cache identities, manifests and verified reads in
+:mod:`alphaedit_lite.locate.cache`; export/import of statistics (and ROME/MEMIT ``.npz``) in
+:mod:`alphaedit_lite.locate.share`.
 """
 from __future__ import annotations
 
