@@ -14,10 +14,14 @@ Prints, for the model's shipped AlphaEdit settings (layers 4-8, 11 context templ
 4. quality: one AlphaEdit batch from each lever's targets, with efficacy / generalization / specificity;
 5. with ``--p-table``: how many tokens P needs (the paper's Table 6 question): for 10k-100k tokens,
    the kept rank, the leak ‖P K‖/‖K‖ of held-out WikiText keys (what bounds ‖ΔK0‖ there), and
-   efficacy / generalization / specificity of one AlphaEdit batch of ``--p-edits`` requests.
+   efficacy / generalization / specificity of one AlphaEdit batch of ``--p-edits`` requests;
+6. with ``--profile N`` (alone): the PyTorch profiler's top operators of one target optimisation of N
+   requests, on the slow path and on the fastest path.
 
 Run: .venv/bin/python benchmarks/bench_speed_smollm2.py --threads 2              (about 8 minutes)
      .venv/bin/python benchmarks/bench_speed_smollm2.py --threads 2 --p-table    (about 15 minutes)
+     .venv/bin/python benchmarks/bench_speed_smollm2.py --threads 1 --only-p-table (about 15 minutes)
+     .venv/bin/python benchmarks/bench_speed_smollm2.py --threads 1 --profile 5    (about 3 minutes)
 The quality of the fast path over whole sequential runs is measured with the `sequential` command;
 benchmarks/README.md has both tables and the commands.
 """
@@ -65,6 +69,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--p-table", action="store_true", help="also measure how many tokens P needs")
     p.add_argument("--p-edits", type=int, default=50, help="edits per row of the P table")
+    p.add_argument("--only-p-table", action="store_true", help="print only the reference pass and the P table")
+    p.add_argument("--profile", type=int, default=0, metavar="N",
+                   help="only profile the target optimisation of N requests (slow and fastest path) with the "
+                        "PyTorch profiler and print the top operators")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     model, tok = load_model(args.model, device="cpu")
@@ -73,6 +81,12 @@ def main(argv: list[str] | None = None) -> int:
     ref = reference_pass(model, tok)
     print(f"{args.model}, {args.threads} thread(s), layers {hp.layers}, {len(templates)} templates")
     print(f"reference pass (16 x 128 tokens, forward): {ref:.2f} s\n")
+    if args.profile:
+        profile_targets(model, tok, hp, templates, args.profile)
+        return 0
+    if args.only_p_table:
+        p_table(model, tok, hp, templates, args.p_edits)
+        return 0
 
     # ---- 2. target optimisation, lever by lever ------------------------------------------------
     reqs = list(load_counterfact(limit=args.requests))
@@ -132,8 +146,35 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def profile_targets(model, tok, hp, templates, n: int, top: int = 12) -> None:
+    """The PyTorch profiler's view of one target optimisation of ``n`` requests, slow path and fastest path:
+    the operators with the most self CPU time, as a Markdown table, and their share of the total."""
+    from torch.profiler import ProfilerActivity, profile
+
+    reqs = list(load_counterfact(limit=n))
+    for stop, dtype in (("loss", "float32"), ("most_probable", "bfloat16")):
+        with profile(activities=[ProfilerActivity.CPU]) as prof:
+            tr = compute_targets(model, tok, reqs, hp.layers[-1], templates, v_num_grad_steps=hp.v_num_grad_steps,
+                                 v_lr=hp.v_lr, v_weight_decay=hp.v_weight_decay,
+                                 clamp_norm_factor=hp.clamp_norm_factor, kl_factor=hp.kl_factor,
+                                 v_early_stop_loss=hp.v_early_stop_loss, fact_token=hp.fact_token,
+                                 v_stop=stop, v_dtype=dtype)
+        events = prof.key_averages()
+        total = sum(e.self_cpu_time_total for e in events)
+        print(f"\nprofile: targets of {n} requests, v_stop={stop}, v_dtype={dtype}: {tr.seconds:.1f} s wall, "
+              f"{total / 1e6:.1f} s of operator self CPU time")
+        print("| operator | calls | self CPU s | share |")
+        print("|---|---|---|---|")
+        for e in sorted(events, key=lambda e: e.self_cpu_time_total, reverse=True)[:top]:
+            print(f"| `{e.key}` | {e.count} | {e.self_cpu_time_total / 1e6:.2f} | {e.self_cpu_time_total / total:.1%} |")
+
+
 def p_table(model, tok, hp, templates, n_edits: int) -> None:
-    """Kept rank, held-out leak and one batch's metrics for P built from 10k-100k tokens."""
+    """Kept rank, held-out leak and ‖ΔK0‖, and one batch's metrics, for P built from 10k-100k tokens.
+
+    The targets of the batch are computed once (fast path: they do not depend on P); each row then
+    builds the statistics and P from its number of tokens, solves AlphaEdit's Δ and evaluates it.
+    """
     seq = hp.mom2_seq_len
     n_full = hp.mom2_n_samples * seq
     held_rows = 64                                  # rows after the largest statistics' rows: never seen by P
@@ -141,29 +182,43 @@ def p_table(model, tok, hp, templates, n_edits: int) -> None:
     held = collect_second_moments(model, ids[n_full // seq:], mask[n_full // seq:], hp.layers, progress=False)
     reqs = list(load_counterfact(limit=n_edits))
     fast = hp.replace(v_stop="most_probable", v_dtype="bfloat16")
+    t0 = time.perf_counter()
+    tr = compute_targets(model, tok, reqs, hp.layers[-1], templates, v_num_grad_steps=fast.v_num_grad_steps,
+                         v_lr=fast.v_lr, v_weight_decay=fast.v_weight_decay, clamp_norm_factor=fast.clamp_norm_factor,
+                         kl_factor=fast.kl_factor, v_early_stop_loss=fast.v_early_stop_loss,
+                         fact_token=fast.fact_token, v_stop=fast.v_stop, v_dtype=fast.v_dtype)
+    t_targets = time.perf_counter() - t0
     original = {l: get_rewrite_weight(model, l).clone() for l in hp.layers}
     last = hp.layers[-1]
+    base = evaluate_requests(model, tok, reqs)["summary"]
     print(f"\nhow many tokens P needs ({hp.nullspace_mode} threshold {hp.nullspace_threshold:g}; held-out: "
           f"{held_rows * seq:,} WikiText-2 tokens after the first {n_full:,}; one AlphaEdit batch of {n_edits} "
-          f"CounterFact edits, fast target path):")
-    print(f"| tokens | kept rank, layers {hp.layers} | held-out leak ‖PK‖/‖K‖ at layer {last} | Eff. | Gen. | Spe. |")
-    print("|---|---|---|---|---|---|")
+          f"CounterFact edits from targets computed once, fast path, {t_targets:.0f} s; unedited "
+          f"{base['efficacy']:.1f} / {base['generalization']:.1f} / {base['specificity']:.1f}):")
+    print(f"| tokens | statistics s | kept rank, layers {hp.layers} | held-out leak ‖PK‖/‖K‖ at layer {last} | "
+          f"held-out ‖ΔK0‖/‖WK0‖ at layer {last} | Eff. | Gen. | Spe. |")
+    print("|---|---|---|---|---|---|---|---|")
     for n in (10_240, 25_600, 51_200, n_full):
-        st = layer_stats(model, tok, hp.layers, hp.mom2_dataset, n, seq, progress=False)
-        pjs = projectors(st, hp.nullspace_threshold, hp.nullspace_mode)
-        C = held[last].cov
+        t0 = time.perf_counter()
+        st = layer_stats(model, tok, hp.layers, hp.mom2_dataset, n, seq, cache=False, progress=False)
+        t_stats = time.perf_counter() - t0
+        pjs = projectors(st, hp.nullspace_threshold, hp.nullspace_mode, cache=False)
+        C = held[last].cov.to(torch.float64)
         P = pjs[last].P.to(C.dtype)
         leak = float(torch.trace(P @ C @ P) / torch.trace(C)) ** 0.5
+        W = original[last].to(torch.float64)
         try:
-            apply_method("AlphaEdit", model, tok, reqs, fast, stats=st, templates=templates, progress=False)
+            res = apply_method("AlphaEdit", model, tok, reqs, fast, stats=st, templates=templates, targets=tr,
+                               progress=False)
             s = evaluate_requests(model, tok, reqs)["summary"]
         finally:
             for l, w in original.items():
                 set_rewrite_weight(model, l, w)
+        D = res.deltas[last].to(torch.float64)
+        moved = float(torch.trace(D @ C @ D.T) / torch.trace(W @ C @ W.T)) ** 0.5
         ranks = "/".join(str(pjs[l].kept_rank) for l in hp.layers)
-        print(f"| {n:,} | {ranks} | {leak:.3f} | {s['efficacy']:.1f} | {s['generalization']:.1f} | "
-              f"{s['specificity']:.1f} |", flush=True)
-
+        print(f"| {n:,} | {t_stats:.0f} | {ranks} | {leak:.3f} | {moved:.2e} | {s['efficacy']:.1f} | "
+              f"{s['generalization']:.1f} | {s['specificity']:.1f} |", flush=True)
 
 if __name__ == "__main__":
     raise SystemExit(main())

@@ -40,22 +40,6 @@ from alphaedit_lite.world.editing import subword_stats
 from alphaedit_lite.world.subword import background_nll, default_subword_dir
 
 
-def swap_pairs(world, n: int, seed: int = 0) -> list[tuple[str, str, str, str]]:
-    """``n`` pairs of prompts in the same phrasing about two subjects with different true objects."""
-    rng = random.Random(seed)
-    probes = world.probes("train")
-    by_key: dict = {}
-    for p in probes:
-        by_key.setdefault((p.fact.relation_id, p.phrasing), []).append(p)
-    out = []
-    while len(out) < n:
-        a = rng.choice(probes)
-        b = rng.choice(by_key[(a.fact.relation_id, a.phrasing)])
-        if b.target != a.target:
-            out.append((a.prompt, a.fact.subject, b.prompt, b.fact.subject))
-    return out
-
-
 @torch.no_grad()
 def corpus_keys(model, tok, sentences: list[str], layer: int) -> torch.Tensor:
     """Keys (d_in, n) of the rewrite module at every real token of ``sentences``."""
@@ -85,7 +69,7 @@ def main(argv=None) -> int:
     print(f"layer types: {getattr(model.config, 'layer_types', None)}, window {getattr(model.config, 'sliding_window', None)}")
 
     print("\ninterchange patching at the subject's last token (share of answers, %):")
-    pairs = swap_pairs(world, a.pairs)
+    pairs = world.swap_pairs(a.pairs)
     for layer in range(n):
         r = patch_subject_state(model, tok, pairs, layer)
         print(f"  block {layer}: changed {100 * r['changed']:5.1f}   became the other subject's {100 * r['became_b']:5.1f}")

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import torch
 
-from alphaedit_lite.locate.tracing import GROUPS, average_indirect_effect, trace
+from alphaedit_lite.locate.tracing import GROUPS, average_indirect_effect, facts_the_model_knows, trace
 
 MODELS = ("smollm2-135m", "subword-world", "tiny-world")
 
@@ -34,16 +34,7 @@ def facts_of(name: str, n: int):
         from alphaedit_lite.locate.requests import load_knowns
 
         model, tok = load_model(name, device="cpu")
-        out = []
-        for k in load_knowns():
-            ids = tok(k.prompt, return_tensors="pt").input_ids
-            with torch.no_grad():
-                top = int(model(input_ids=ids).logits[0, -1].argmax())
-            if top == tok(" " + k.attribute.strip(), add_special_tokens=False).input_ids[0]:
-                out.append((k.prompt, k.subject, k.attribute))
-            if len(out) == n:
-                break
-        return model, tok, out
+        return model, tok, facts_the_model_knows(model, tok, load_knowns(), n)
     from alphaedit_lite.world import load_subword_world, load_tiny_world
 
     model, tok, world = (load_subword_world if name == "subword-world" else load_tiny_world)(device="cpu")

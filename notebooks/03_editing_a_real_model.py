@@ -172,8 +172,10 @@ assert (P_BEFORE[:, 1] > P_BEFORE[:, 0]).all(), "the unedited model should prefe
 # and a few short prefixes sampled from the model (MEMIT's context templates), so it does not
 # depend on one exact wording.
 #
-# **Exercise 1 (your turn): the key at the subject's last token.** Write
-# `my_key_at_subject(model, tok, text, subject, layer)`: it returns the key k, shape (d_ff,) =
+# **Exercise 1 (your turn): the key at the subject's last token.** **Difficulty** 🔴🔴🔴⚪⚪ ·
+# **Importance** 🔵🔵🔵🔵🔵 · **Time** about 15 min
+#
+# Write `my_key_at_subject(model, tok, text, subject, layer)`: it returns the key k, shape (d_ff,) =
 # (1536,), that layer `layer`'s down projection receives at the **last** token of `subject` in
 # `text`. Two steps: (1) find that token's index: tokenize the text up to the end of the subject,
 # `tok(text[:end]).input_ids`, and take the last position; (2) run the model on the whole text
@@ -181,6 +183,19 @@ assert (P_BEFORE[:, 1] > P_BEFORE[:, 0]).all(), "the unedited model should prefe
 # read `tr.input` (batch, seq, d_ff) at that index. The check runs your function on five prompts,
 # with subjects of one and of several tokens, against `alphaedit_lite.locate.keys`, and names the usual
 # mistakes (the subject's first token, the prompt's last token, the output instead of the input).
+#
+# <details><summary>Hint 1 (the index)</summary>
+#
+# `end = text.index(subject) + len(subject)`; the tokens of `text[:end]` are the first tokens of
+# the whole prompt, so the subject's last token sits at index `len(tok(text[:end]).input_ids) - 1`.
+# </details>
+#
+# <details><summary>Hint 2 (almost the answer)</summary>
+#
+# `with Trace(model, M.arch_spec(model).rewrite_name(layer), retain_input=True, stop=True) as tr,
+# torch.no_grad(): model(input_ids=torch.tensor([tok(text).input_ids]))`, then
+# `return tr.input[0, last]` (batch 0, the index from hint 1; put the ids on the model's device).
+# </details>
 
 # %%
 from alphaedit_lite.model import arch as M
@@ -566,11 +581,25 @@ fig
 # built P. Thresholds and corpus sizes do not transfer between models; measure them.
 
 # %% [markdown]
-# **Exercise 2 (your turn): AlphaEdit's one-line plug-in.** The paper presents its projection as
-# one line that any locate-then-edit method can add: replace the update Δ by Δ P before applying
-# it, so that (ΔP)K0 = Δ(PK0) ≈ 0. Write `my_project(Delta, P)`: Δ has W's shape (d_out, d_in)
-# and changes the output for a key k by Δk; P (d_in, d_in) lives in key space. The check runs it
-# on MEMIT updates with a known null space, tests (ΔP)K0 ≈ 0, and says which mistake it sees.
+# **Exercise 2 (your turn): AlphaEdit's one-line plug-in.** **Difficulty** 🔴⚪⚪⚪⚪ ·
+# **Importance** 🔵🔵🔵🔵🔵 · **Time** about 5 min
+#
+# The paper presents its projection as one line that any locate-then-edit method can add: replace
+# the update Δ by Δ P before applying it, so that (ΔP)K0 = Δ(PK0) ≈ 0. Write
+# `my_project(Delta, P)`: Δ has W's shape (d_out, d_in) and changes the output for a key k by Δk;
+# P (d_in, d_in) lives in key space. The check runs it on MEMIT updates with a known null space,
+# tests (ΔP)K0 ≈ 0, and says which mistake it sees.
+#
+# <details><summary>Hint 1</summary>
+#
+# Keys enter Δ from the right (Δk), so the projector that cleans the key side acts on the right
+# of Δ; a (d_in, d_in) P does not even fit on the left of a (d_out, d_in) Δ.
+# </details>
+#
+# <details><summary>Hint 2 (almost the answer)</summary>
+#
+# One matrix product, `Delta @ P`; not the element-wise `Delta * P`.
+# </details>
 
 # %%
 def my_project(Delta, P):

@@ -443,3 +443,22 @@ def test_smollm2_wikitext_stats(smol, cache):
         assert float(lam.min()) > -1e-9                              # PSD
         assert float(lam.max()) > 0
     assert os.path.isfile(SC.stats_cache_path(model, "model.layers.5.mlp.down_proj", st.corpus_id, 2000))
+
+
+def test_growing_second_moments_are_the_prefixes_and_held_out_is_disjoint(tiny, corpus_file):
+    model, tok = tiny
+    by_size, held = S.growing_second_moments(model, tok, [1], [192, 64, 320], corpus_file, seq_len=64,
+                                             held_out_tokens=128, batch_size=2)
+    assert sorted(by_size) == [64, 192, 320]
+    _, ids, mask = SCO.corpus_tokens(tok, corpus_file, 320 + 128, seq_len=64, progress=False)
+    for n in (64, 192, 320):
+        ref = _brute_force(model, ids[:n // 64], mask[:n // 64], 1)
+        assert by_size[n][1].count == n == ref.count
+        assert float((by_size[n][1].sum - ref.sum).abs().max()) / float(ref.sum.abs().max()) < 1e-5
+    ref_held = _brute_force(model, ids[320 // 64:], mask[320 // 64:], 1)
+    assert held[1].count == 128
+    assert float((held[1].sum - ref_held.sum).abs().max()) / float(ref_held.sum.abs().max()) < 1e-5
+    # snapshots are copies: the smallest prefix was not changed by the later parts of the pass
+    assert by_size[64][1].sum is not by_size[320][1].sum
+    with pytest.raises(ValueError, match="multiples of seq_len"):
+        S.growing_second_moments(model, tok, [1], [100], corpus_file, seq_len=64)

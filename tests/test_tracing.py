@@ -268,3 +268,48 @@ def test_patch_subject_state(tiny):
         patch_subject_state(model, tok, same, layer=99)
     with pytest.raises(ValueError, match="no pairs"):
         patch_subject_state(model, tok, [], layer=0)
+
+
+def test_plot_trace_interactive_has_one_heatmap_per_kind_with_the_tokens(result):
+    pytest.importorskip("plotly")
+    from alphaedit_lite.plots.viz import plot_trace_interactive
+
+    fig = plot_trace_interactive(result)
+    assert [t.type for t in fig.data] == ["heatmap"] * 3
+    assert fig.data[0].z.shape == (len(result.tokens), 3)                     # rows tokens, columns layers
+    first, last = result.subject_range
+    assert fig.layout.yaxis.ticktext[first].endswith("*") and not fig.layout.yaxis.ticktext[-1].endswith("*")
+    assert "layer" in fig.data[1].hovertemplate
+    aie = {k: average_indirect_effect([result], k) for k in KINDS}
+    fig = plot_trace_interactive(aie, kinds=["mlp"])
+    assert len(fig.data) == 1 and fig.data[0].z.shape == (len(GROUPS), 3)
+
+
+def test_facts_the_model_knows_keeps_only_top1_answers():
+    from alphaedit_lite.locate.tracing import facts_the_model_knows
+    from alphaedit_lite.world import load_tiny_world
+
+    model, tok, world = load_tiny_world(device="cpu")
+    probes = world.probes("train")[:6]
+    good = [(p.prompt, p.fact.subject, p.target) for p in probes]
+    wrong = (probes[0].prompt, probes[0].fact.subject, next(p.target for p in probes if p.target != probes[0].target))
+    got = facts_the_model_knows(model, tok, [wrong] + good, 3)
+    assert got == good[:3]                                                     # the wrong answer was skipped
+    assert len(facts_the_model_knows(model, tok, good[:2], 5)) == 2             # fewer when the facts run out
+    with pytest.raises(ValueError, match="n must be"):
+        facts_the_model_knows(model, tok, good, 0)
+
+
+def test_world_swap_pairs_share_a_phrasing_and_differ_in_answer():
+    from alphaedit_lite.world import load_tiny_world
+
+    _, _, world = load_tiny_world(device="cpu")
+    pairs = world.swap_pairs(20, seed=3)
+    assert len(pairs) == 20 and pairs == world.swap_pairs(20, seed=3)
+    by_prompt = {p.prompt: p for p in world.probes("train")}
+    for pa, sa, pb, sb in pairs:
+        a, b = by_prompt[pa], by_prompt[pb]
+        assert a.fact.subject == sa and b.fact.subject == sb
+        assert a.phrasing == b.phrasing and a.fact.relation_id == b.fact.relation_id and a.target != b.target
+    with pytest.raises(ValueError, match="n must be"):
+        world.swap_pairs(0)

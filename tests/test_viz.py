@@ -305,3 +305,21 @@ def test_figures_serialise():
     json.loads(viz.plot_keys_3d(K0).to_json())
     buf = io.BytesIO(viz.figure_to_png(viz.convergence_plot([1.0, 0.1])))
     assert buf.getvalue().startswith(PNG)
+
+
+def test_spectrum_slider_has_one_step_per_size_and_shows_the_last():
+    pytest.importorskip("plotly")
+    from alphaedit_lite.core.nullspace import null_space_projector
+    from alphaedit_lite.plots.viz import spectrum_slider
+
+    gen = torch.Generator().manual_seed(0)
+    K = torch.randn(16, 400, generator=gen, dtype=torch.float64) * torch.logspace(0, -3, 16, dtype=torch.float64)[:, None]
+    pjs = {n: null_space_projector(K[:, :n] @ K[:, :n].T / n, threshold=1e-4) for n in (20, 100, 400)}
+    fig = spectrum_slider(pjs, title="test")
+    assert len(fig.data) == 3 and [t.visible for t in fig.data] == [False, False, True]
+    steps = fig.layout.sliders[0].steps
+    assert [s.label for s in steps] == ["20", "100", "400"]
+    assert steps[0].args[0]["visible"] == [True, False, False]
+    assert f"kept rank {pjs[400].kept_rank}/16" in fig.layout.title.text
+    with pytest.raises(ValueError, match="empty"):
+        spectrum_slider({})

@@ -44,7 +44,7 @@ from alphaedit_lite.locate.cache import (_load_or_warn, _projector_manifest, _re
                                          second_moment_sha256, stats_cache_path, write_stats_file)
 from alphaedit_lite.locate.corpus import BUILTIN_CORPORA, corpus_tokens
 
-__all__ = ["LayerStats", "collect_second_moments", "layer_stats", "projectors", "clear_projector_memo",
+__all__ = ["LayerStats", "collect_second_moments", "growing_second_moments", "layer_stats", "projectors", "clear_projector_memo",
            "load_cached_stats", "save_cached_stats"]
 
 class LayerStats(dict):
@@ -118,6 +118,41 @@ def collect_second_moments(model, input_ids: torch.Tensor, attention_mask: torch
                 # left a 768-token, rank-deficient C with an eigenvalue of -3.8e-8, which the PSD check refuses
                 acc[layer].update(x.reshape(-1, x.shape[-1])[keep])
     return acc
+
+
+def growing_second_moments(model, tok, layers, sizes, corpus: str | os.PathLike = "wikitext-2", seq_len: int = 128,
+                           held_out_tokens: int = 0, *, batch_size: int = 16,
+                           progress: bool = False) -> tuple[dict[int, dict[int, SecondMoment]], dict[int, SecondMoment]]:
+    """Key statistics of a growing prefix of ``corpus``, all from one pass (the paper's Table 6 question:
+    how much text does P need?).
+
+    ``sizes``: token counts, each a multiple of ``seq_len``. Returns ``(by_size, held)``:
+    ``by_size[n][layer]`` is the :class:`SecondMoment` of the first ``n`` tokens, and ``held[layer]``
+    that of the ``held_out_tokens`` tokens right after the largest prefix (no prefix contains them;
+    empty dict when 0). Nothing is cached: each prefix is the running sum at that point of the pass.
+    """
+    layers = _check_layers(model, layers)
+    sizes = sorted(int(n) for n in sizes)
+    if not sizes or sizes[0] < seq_len or any(n % seq_len for n in sizes) or held_out_tokens % seq_len:
+        raise ValueError(f"sizes must be non-empty multiples of seq_len={seq_len} (and so must held_out_tokens="
+                         f"{held_out_tokens}), got {sizes}; round them, e.g. 10_240 = 80 × 128")
+    _, ids, mask = corpus_tokens(tok, corpus, sizes[-1] + held_out_tokens, seq_len, model=model, progress=progress)
+    running = {layer: SecondMoment(device=_stats_device(model)) for layer in layers}
+    by_size: dict[int, dict[int, SecondMoment]] = {}
+    start = 0
+    for n in sizes:
+        stop = n // seq_len
+        if stop > start:
+            part = collect_second_moments(model, ids[start:stop], mask[start:stop], layers, batch_size=batch_size,
+                                          progress=False)
+            for layer in layers:
+                running[layer].merge(part[layer])
+        by_size[n] = {layer: SecondMoment(device=running[layer].device).merge(running[layer]) for layer in layers}
+        start = stop
+    held = {}
+    if held_out_tokens:
+        held = collect_second_moments(model, ids[start:], mask[start:], layers, batch_size=batch_size, progress=False)
+    return by_size, held
 
 
 def layer_stats(model, tok, layers, corpus: str | os.PathLike = "wikitext-2", n_tokens: int = 100_000,

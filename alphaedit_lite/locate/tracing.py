@@ -37,7 +37,8 @@ from alphaedit_lite.model.hooks import TraceDict
 from alphaedit_lite.locate.keys import locate_subject
 from alphaedit_lite.model.arch import arch_spec, check_layers, embed, num_layers
 
-__all__ = ["KINDS", "GROUPS", "TraceResult", "trace", "average_indirect_effect", "patch_subject_state"]
+__all__ = ["KINDS", "GROUPS", "TraceResult", "trace", "average_indirect_effect", "patch_subject_state",
+           "facts_the_model_knows"]
 
 #: What can be restored: the decoder block's output, its MLP's output, its attention's output.
 KINDS = ("hidden", "mlp", "attn")
@@ -243,6 +244,30 @@ def trace(model, tok, prompt: str, subject: str, answer: str | None = None, *,
                        answer_id=answer_id, p_clean=p_clean, p_corrupt=float(p[0]), effects=effects,
                        window=window, prompt=text, subject=subject,
                        meta={"noise": noise, "seed": seed, "kinds": kinds})
+
+
+def facts_the_model_knows(model, tok, facts, n: int) -> list[tuple[str, str, str]]:
+    """The first ``n`` facts whose answer's first token is the model's top-1 next token.
+
+    ``facts``: (prompt, subject, answer) triples or objects with ``.prompt``, ``.subject`` and
+    ``.attribute`` (ROME's known facts, :func:`alphaedit_lite.locate.requests.load_knowns`). Causal
+    tracing only makes sense on facts the model knows: ROME traces its known-facts set for this
+    reason. Returns (prompt, subject, answer) triples, fewer than ``n`` if the facts run out.
+    """
+    if n < 1:
+        raise ValueError(f"n must be >= 1 (how many known facts to return), got {n}")
+    device = next(model.parameters()).device
+    out = []
+    for f in facts:
+        prompt, subject, answer = f if isinstance(f, tuple) else (f.prompt, f.subject, f.attribute)
+        ids = tok(prompt, return_tensors="pt").input_ids.to(device)
+        with torch.no_grad():
+            top = int(model(input_ids=ids).logits[0, -1].argmax())
+        if top == _answer_token(tok, answer):
+            out.append((prompt, subject, answer.strip()))
+            if len(out) == n:
+                break
+    return out
 
 
 def average_indirect_effect(results: Sequence[TraceResult], kind: str) -> dict:

@@ -11,10 +11,12 @@ only arranges their numbers into pictures:
                          direction, an update row δ and its projection δP.
 * `plotly_to_matplotlib` static matplotlib copy of such a figure, for PNG export where no browser
                          (and so no kaleido) is available.
-* `plot_spectrum`        eigenvalues of C on a log scale, the threshold, the kept (editable) block.
+* `plot_spectrum`        eigenvalues of C on a log scale, the threshold, the kept (editable) block;
+                         `spectrum_slider` the same in plotly for several corpus sizes, one slider step each.
 * `lambda_sweep`, `lambda_sweep_plot`
                          MEMIT's soft constraint ‖ΔK0‖ as λ varies, against AlphaEdit's.
-* `plot_trace`           causal-tracing heatmaps (ROME, Fig. 1).
+* `plot_trace`           causal-tracing heatmaps (ROME, Fig. 1); `plot_trace_interactive` the same
+                         in plotly, with the token, layer and value under the mouse.
 * `convergence_plot`     distance of gradient-descent iterates to a closed form, log scale.
 
 Conventions (CONTRIBUTING.md): keys are columns, K0 has shape (d, n); an update Δ has shape
@@ -39,7 +41,8 @@ from alphaedit_lite.plots.style import COLORS, figure_to_png
 
 __all__ = [
     "plot_keys_3d", "plotly_to_matplotlib", "plot_spectrum", "convergence_plot",
-    "lambda_sweep", "LambdaSweep", "lambda_sweep_plot", "plot_trace", "COLORS", "figure_to_png",
+    "lambda_sweep", "LambdaSweep", "lambda_sweep_plot", "plot_trace", "plot_trace_interactive", "spectrum_slider", "COLORS",
+    "figure_to_png",
 ]
 
 # --------------------------------------------------------------------------------------------
@@ -373,6 +376,45 @@ def _check_edit_inputs(R, K1, K0, P):
     return R, K1, K0, P
 
 
+def spectrum_slider(projectors_by_size: Mapping[int, Projector], *, title: str | None = None):
+    """Eigenvalue spectra of C0 built from growing amounts of text, one per step of a plotly slider.
+
+    ``projectors_by_size``: {number of tokens: Projector} (e.g. one layer's P for each prefix of
+    :func:`alphaedit_lite.locate.stats.growing_second_moments`). Each step shows that spectrum
+    (largest first, log scale), the threshold and the kept rank in its title. Returns a plotly
+    Figure; the slider works in a static HTML page too (no kernel).
+    """
+    import plotly.graph_objects as go
+
+    if not projectors_by_size:
+        raise ValueError("projectors_by_size is empty; pass {n_tokens: Projector}")
+    sizes = sorted(projectors_by_size)
+    fig = go.Figure()
+    top = max(float(projectors_by_size[n].eigenvalues.max()) for n in sizes)
+    floor = top * 1e-18
+    for i, n in enumerate(sizes):
+        pj = projectors_by_size[n]
+        lam = np.sort(_np(pj.eigenvalues, "eigenvalues", 1))[::-1].clip(min=floor)
+        fig.add_trace(go.Scatter(x=np.arange(1, lam.size + 1), y=lam, mode="lines", visible=i == len(sizes) - 1,
+                                 line=dict(color=COLORS["alphaedit"]), name=f"{n:,} tokens",
+                                 hovertemplate="direction %{x}<br>λ = %{y:.2e}<extra></extra>"))
+    steps = []
+    for i, n in enumerate(sizes):
+        pj = projectors_by_size[n]
+        steps.append(dict(method="update", label=f"{n:,}",
+                          args=[{"visible": [j == i for j in range(len(sizes))]},
+                                {"title.text": f"{title or 'eigenvalues of C0'}: {n:,} tokens, "
+                                               f"kept rank {pj.kept_rank}/{pj.dim} (λ < {pj.cutoff:.1e})"}]))
+    last = projectors_by_size[sizes[-1]]
+    fig.add_hline(y=last.cutoff, line=dict(dash="dash", color="grey"), annotation_text="threshold")
+    fig.update_layout(
+        title=dict(text=f"{title or 'eigenvalues of C0'}: {sizes[-1]:,} tokens, kept rank {last.kept_rank}/"
+                        f"{last.dim} (λ < {last.cutoff:.1e})", font=dict(size=12)),
+        yaxis=dict(type="log", title="eigenvalue λ"), xaxis=dict(title="direction (largest λ first)"),
+        sliders=[dict(active=len(sizes) - 1, steps=steps, currentvalue=dict(prefix="tokens: "), pad=dict(t=40))],
+        height=420, margin=dict(l=10, r=10, t=60, b=10), showlegend=False)
+    return fig
+
 def lambda_sweep(R, K1, K0, P, lams: Sequence[float], *, alpha: float = 10.0, prev_cov=None) -> LambdaSweep:
     """Measure MEMIT (Eq. 14, C0 = K0K0ᵀ/n) for each λ in `lams` and AlphaEdit (Eq. 14) once.
 
@@ -503,4 +545,40 @@ def plot_trace(result_or_aie, *, kinds: Sequence[str] | None = None, title: str 
         cbar.set_label(clabel, fontsize=8)
         cbar.ax.tick_params(labelsize=7)
     fig.suptitle(title or auto_title, fontsize=9)
+    return fig
+
+
+
+_PLOTLY_SCALES = {"hidden": "Purples", "mlp": "Greens", "attn": "Reds"}
+
+
+def plot_trace_interactive(result_or_aie, *, kinds: Sequence[str] | None = None, title: str | None = None,
+                           height: int | None = None):
+    """:func:`plot_trace` as a plotly figure: the same panels (same inputs, same rows and colours), and
+    hovering a cell shows its token (or position group), layer and value. Returns a
+    ``plotly.graph_objects.Figure`` with one heatmap trace per kind."""
+    import plotly.graph_objects as go
+    from plotly.subplots import make_subplots
+
+    panels, auto_title, window = _trace_panels(result_or_aie, kinds)
+    n_rows = panels[0][1].shape[0]
+    titles = [f"restoring {_TRACE_TITLES.get(k, k)}" for k, *_ in panels]
+    fig = make_subplots(rows=1, cols=len(panels), subplot_titles=titles, shared_yaxes=True,
+                        horizontal_spacing=0.12)
+    for i, (kind, data, labels, clabel, vmin) in enumerate(panels):
+        right = fig.layout[f"xaxis{'' if i == 0 else i + 1}"].domain[1]        # the panel's right edge (paper units)
+        # rows are numbered so that repeated tokens stay separate rows; the labels are the tick text
+        ys = list(range(len(labels)))
+        vmax = float(np.nanmax(data)) if np.isfinite(data).any() else 1.0
+        fig.add_trace(go.Heatmap(
+            z=data, x=list(range(data.shape[1])), y=ys, zmin=vmin, zmax=max(vmax, vmin + 1e-9),
+            colorscale=_PLOTLY_SCALES.get(kind, "Viridis"), customdata=[[lab] * data.shape[1] for lab in labels],
+            hovertemplate=f"%{{customdata}}<br>layer %{{x}}<br>{clabel} = %{{z:.3f}}<extra>{kind}</extra>",
+            colorbar=dict(title=dict(text=clabel, side="right"), len=0.9, thickness=10, x=right + 0.005,
+                          xanchor="left")), row=1, col=i + 1)
+        w = 1 if kind == "hidden" else window
+        fig.update_xaxes(title_text="layer" if w == 1 else f"centre of {w} layers", row=1, col=i + 1)
+    fig.update_yaxes(tickvals=list(range(n_rows)), ticktext=panels[0][2], autorange="reversed", row=1, col=1)
+    fig.update_layout(title=dict(text=title or auto_title, font=dict(size=12)),
+                      height=height or int(160 + 26 * n_rows), margin=dict(l=10, r=10, t=70, b=40))
     return fig

@@ -275,6 +275,25 @@ class World:
                     out.append(Probe(self.prompt(f, p), f.object, f, p, held))
         return out
 
+    def swap_pairs(self, n: int, seed: int = 0) -> list[tuple[str, str, str, str]]:
+        """``n`` (prompt_a, subject_a, prompt_b, subject_b): two subjects asked in the same trained
+        phrasing of the same relation, with different true objects (for interchange patching,
+        :func:`alphaedit_lite.locate.tracing.patch_subject_state`). Same seed, same pairs."""
+        if n < 1:
+            raise ValueError(f"n must be >= 1 (how many pairs), got {n}")
+        rng = random.Random(seed)
+        probes = self.probes("train")
+        by_key: dict = {}
+        for p in probes:
+            by_key.setdefault((p.fact.relation_id, p.phrasing), []).append(p)
+        out = []
+        while len(out) < n:
+            a = rng.choice(probes)
+            b = rng.choice(by_key[(a.fact.relation_id, a.phrasing)])
+            if b.target != a.target:
+                out.append((a.prompt, a.fact.subject, b.prompt, b.fact.subject))
+        return out
+
     def unedited_probes(self, edited_records, split: str = "train") -> list[Probe]:
         """Probes of the facts of every subject NOT touched by `edited_records`."""
         return self.probes(split, exclude=edited_records)
