@@ -35,6 +35,8 @@
 # 5. Predict the limits λ → 0 and λ → ∞, then measure them.
 # 6. See in a 3-D toy why an update whose rows lie in the null space of the preserved keys leaves
 #    their outputs exactly unchanged and can still write a new key.
+# 7. Generalise that null-space write to any projector and several keys (a second checked
+#    exercise), then predict and measure what it costs on the real layer.
 #
 # **Prerequisites**: matrix products and transposes, the Frobenius norm ‖X‖² = tr(XXᵀ), the
 # gradient rule ∂tr(ΔMΔᵀ)/∂Δ = 2ΔM for symmetric M; no earlier notebook. The kit installed
@@ -42,10 +44,12 @@
 #
 # **Expected run time** (measured with nbclient on a shared 2-core CPU that other jobs kept busy,
 # load ≈ 3, one thread, SmolLM2 already cached): small mode (default, `ALPHAEDIT_SMALL=1`: 6,144
-# statistics tokens, 512 held-out tokens, 5 edit requests, 23 values of λ) about 25 s (22–28 s
-# measured; the very first run also computes the key statistics, about 4 s more); full mode
-# (`ALPHAEDIT_SMALL=0`: 20,480 statistics tokens, 2,048 held-out tokens, 10 requests, 45 values of
-# λ) about 36 s with cached statistics (51 s on the first run, which computes them).
+# statistics tokens, 512 held-out tokens, 5 edit requests, 23 values of λ) about 30 s (22–28 s
+# measured before section 6 gained the null-space write on the real layer, which adds about 4 s;
+# 33 s measured with it at load ≈ 4; the very first run also computes the key statistics, about
+# 4 s more); full mode (`ALPHAEDIT_SMALL=0`: 20,480 statistics tokens, 2,048 held-out tokens, 10
+# requests, 45 values of λ) about 40 s with cached statistics (36 s measured before that addition,
+# which adds about 5 s; 51 s on the first run, which computes them).
 
 # %%
 # Set-up: the same cell opens every notebook. Where `alphaedit_lite` imports (a checkout after
@@ -335,8 +339,8 @@ except ValueError as exc:
 # %% [markdown]
 # ## 3. Your turn: MEMIT's closed form from the normal equations
 #
-# **Difficulty** ★★☆ (three lines) · **Importance** high: every later notebook builds on this
-# formula · **Time budget** 10 minutes
+# **Difficulty** 🔴🔴⚪⚪⚪ (three lines) · **Importance** 🔵🔵🔵🔵🔵 (every later notebook builds on
+# this formula) · **Time** about 10 min
 #
 # Write `my_memit_delta(W, K1, V1, C0, lam)`: compute R, build the bracket, and solve the normal
 # equations Δ(λC0 + K1K1ᵀ) = RK1ᵀ for Δ, shape (d_out, d_in). The cell under it compares your
@@ -639,6 +643,95 @@ ax.legend(fontsize=8)
 fig
 
 # %% [markdown]
+# ### Your turn: the exact write inside the null space, for any P and several keys
+#
+# **Difficulty** 🔴🔴🔴⚪⚪ · **Importance** 🔵🔵🔵🔵⚪ (it is AlphaEdit's closed form without its ridge
+# α) · **Time** about 15 min
+#
+# The toy's δ_ns = r nᵀ/(n·k1) works for one key and a null space of one direction. Generalise it:
+# write `my_null_space_write(R, K1, P)` that returns the **smallest** update Δ (d_out, d_in) whose
+# rows lie in the kept directions (Δ = ΔP) and that writes every new key exactly (ΔK1 = R), for
+# any projector P (d_in, d_in) and u keys K1 (d_in, u) whose projections PK1 are independent. The
+# check compares it with the reference on four inputs (the 3-D toy among them, keys whose
+# projections overlap, rescaled keys) and names the usual mistakes in one sentence.
+#
+# <details><summary>Hint 1 (which directions)</summary>
+#
+# Only the projected keys PK1 matter: ΔK1 = ΔPK1. A row of Δ with a part orthogonal to every
+# column of PK1 (but inside P's directions) adds length and writes nothing. So the smallest Δ has
+# the form Δ = X (PK1)ᵀ for some X of shape (d_out, u).
+# </details>
+#
+# <details><summary>Hint 2 (almost the answer)</summary>
+#
+# ΔK1 = X (PK1)ᵀK1 = X (K1ᵀPK1) = R, and K1ᵀPK1 is a symmetric u × u matrix, so
+# X = R (K1ᵀPK1)⁻¹: `PK = P @ K1; return R @ torch.linalg.solve(K1.T @ PK, PK.T)`. For one key and
+# P = nnᵀ it is r nᵀ (n·k1) / (n·k1)² = δ_ns.
+# </details>
+
+# %%
+def my_null_space_write(R, K1, P):
+    """The smallest Δ (d_out, d_in) with Δ = ΔP and ΔK1 = R: Δ = R (K1ᵀPK1)⁻¹ (PK1)ᵀ."""
+    # BEGIN SOLUTION: project the keys, then solve the u × u system (K1ᵀPK1) X = (PK1)ᵀ and return R X
+    PK = P @ K1                                                      # (d_in, u) projected keys
+    return R @ torch.linalg.solve(K1.T @ PK, PK.T)                   # (d_out, u) @ (u, d_in)
+    # END SOLUTION
+
+
+# %%
+from alphaedit_lite.classroom.exercises import check_null_space_write
+
+check_null_space_write(my_null_space_write)
+mine_toy = my_null_space_write(r_toy, k1[:, None], P_toy)
+assert nrm(mine_toy - delta_ns) / nrm(delta_ns) < 1e-12, "on the toy your write should be δ_ns"
+
+# %% [markdown]
+# ### Predict, then measure: the null-space write on the real layer
+#
+# SmolLM2's C0 has no exact null space, but it has many small eigenvalues. Take AlphaEdit's
+# projector from them (the paper's rule: keep the directions whose eigenvalue is below 2e-2) and
+# write section 2's five keys with your function. Before running the next cell, predict:
+#
+# 1. Is the write exact (write error ≈ 0)?
+# 2. Does it move the held-out outputs less than MEMIT's exact write (the floor of section 4)?
+# 3. Make the null space stricter (keep only the directions that together hold 1 % of C0's
+#    energy): what happens to ‖Δ‖ and to the held-out change?
+#
+# <details><summary>Answer (open after predicting)</summary>
+#
+# 1. Yes: by construction ΔK1 = R, whatever P, as long as the projected keys stay independent.
+# 2. Not by much, if at all. The kept directions are not empty: ordinary text still uses them a
+#    little (their eigenvalues are small, not zero), and held-out text uses them more than the
+#    statistics tokens did. MEMIT's λ → 0 write is already the exact write that disturbs C0 least,
+#    so an exact write confined to a near-null space cannot do much better on text like C0's.
+# 3. A stricter P keeps a smaller share ‖Pk‖²/‖k‖² of each key, so the update must be longer
+#    (for one key ‖Δ‖ = ‖r‖/‖Pk‖, the toy's 1/(n·k1)), and a longer update leaks more through
+#    what is left. This is why AlphaEdit adds the ridge α, which gives up a little of the write for
+#    a shorter update, and why the threshold matters (notebooks 01–04 measure both).
+# </details>
+
+# %%
+t0 = time.perf_counter()
+memit_floor = preserved_change(memit_delta(R, K1, C0, 1e-2), K0, W)      # MEMIT's exact write (λ → 0)
+NS_WRITE = {}   # name -> (kept rank, median share ‖Pk‖²/‖k‖², write error, held-out change, ‖Δ‖)
+for name, thr, mode in (("paper: eigenvalue < 2e-2", 2e-2, "absolute"), ("strict: 1 % of the energy", 1e-2, "energy")):
+    proj_real = null_space_projector(C0, threshold=thr, mode=mode)
+    P_real = proj_real.P.cpu()
+    D_ns = my_null_space_write(R, K1, P_real)                           # (d_out, d_in)
+    share = float(((P_real @ K1).norm(dim=0) ** 2 / K1.norm(dim=0) ** 2).median())
+    NS_WRITE[name] = (proj_real.kept_rank, share, nrm(D_ns @ K1 - R) / nrm(R), preserved_change(D_ns, K0, W), nrm(D_ns))
+    assert nullspace_residual(D_ns, P_real) < 1e-10                      # Δ = ΔP
+print(f"MEMIT's exact write (λ = 1e-2): held-out change {memit_floor:.2%}, ‖Δ‖ = {nrm(memit_delta(R, K1, C0, 1e-2)):.3g}")
+for name, (rank, share, werr, held, dn) in NS_WRITE.items():
+    print(f"null-space write, {name:26s}: {rank:4d} of {d_in} directions kept, median key share {share:.2f}; "
+          f"write error {werr:.1e}, held-out change {held:.2%} ({held / memit_floor:.2f}× MEMIT's), ‖Δ‖ = {dn:.3g}")
+print(f"({time.perf_counter() - t0:.1f} s)")
+(_, share_p, werr_p, held_p, dn_p), (_, share_s, werr_s, held_s, dn_s) = NS_WRITE.values()
+assert werr_p < 1e-10 and werr_s < 1e-10                                 # 1. exact writes
+assert held_p > 0.5 * memit_floor                                        # 2. no free lunch on real text
+assert share_s < share_p and dn_s > dn_p and held_s > held_p             # 3. stricter P: longer Δ, more leak
+
+# %% [markdown]
 # ## Take-aways, and where to go next
 #
 # * An MLP output projection is a linear memory V = W K (checked: ‖WK0 − V0‖/‖V0‖ ≈ 1e-7 on real
@@ -650,9 +743,12 @@ fig
 # * On SmolLM2's layer 4 the trade-off is steep: halving the change of held-out outputs costs a
 #   large part of the edit, and λ → ∞ buys full protection only by writing nothing.
 # * The way out is to write where preserved keys do not reach. Real keys have no exact null space,
-#   but C0 has many tiny eigenvalues: **notebook 01** builds AlphaEdit's projector P from them and
-#   measures what leaks; **notebook 02** derives AlphaEdit's closed form step by step and compares
-#   it with MEMIT; **notebook 03** edits SmolLM2 for real with both methods.
+#   and an exact write confined to the directions of C0's small eigenvalues is no free lunch on
+#   real text (measured above: about MEMIT's floor with the paper's threshold, more with a stricter
+#   one, whose update must be longer). **Notebook 01** builds AlphaEdit's projector P from C0's
+#   many tiny eigenvalues and measures what leaks; **notebook 02** derives AlphaEdit's closed form
+#   step by step and compares it with MEMIT; **notebook 03** edits SmolLM2 for real with both
+#   methods.
 
 # %%
 print(f"notebook run time: {time.perf_counter() - T_START:.1f} s after the set-up cell")

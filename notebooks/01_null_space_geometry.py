@@ -170,8 +170,22 @@ fig3d
 # sentence what looks wrong. (In the exercise version of this notebook, made with
 # `python -m alphaedit_lite.classroom.make_exercises`, the bodies are empty.)
 #
-# **Exercise 1.** `my_covariance(K)` gets keys as **columns**, K of shape (d, n), and returns the
-# normalised uncentred second moment C = K Kᵀ / n, shape (d, d), in float64.
+# **Exercise 1: the second moment C.** **Difficulty** 🔴⚪⚪⚪⚪ · **Importance** 🔵🔵🔵🔵⚪ ·
+# **Time** about 5 min
+#
+# `my_covariance(K)` gets keys as **columns**, K of shape (d, n), and returns the normalised
+# uncentred second moment C = K Kᵀ / n, shape (d, d), in float64.
+#
+# <details><summary>Hint 1</summary>
+#
+# Keys are the columns, so n = K.shape[1]. Of K Kᵀ and Kᵀ K, only one is (d, d). Do not subtract
+# the mean: AlphaEdit's C is uncentred (torch.cov would centre it).
+# </details>
+#
+# <details><summary>Hint 2 (almost the answer)</summary>
+#
+# `K = K.to(torch.float64); return K @ K.T / K.shape[1]`
+# </details>
 
 # %%
 def my_covariance(K: torch.Tensor) -> torch.Tensor:
@@ -189,8 +203,23 @@ check_covariance(my_covariance)
 assert torch.allclose(my_covariance(K0_3d), C_3d, rtol=1e-12, atol=1e-14)
 
 # %% [markdown]
-# **Exercise 2.** `my_projector(C, threshold)` returns P = Û Ûᵀ, where the columns of Û are the
-# eigenvectors of C whose eigenvalue is **below** the absolute `threshold` (use `torch.linalg.eigh`).
+# **Exercise 2: the projector P.** **Difficulty** 🔴🔴⚪⚪⚪ · **Importance** 🔵🔵🔵🔵🔵 ·
+# **Time** about 10 min
+#
+# `my_projector(C, threshold)` returns P = Û Ûᵀ, where the columns of Û are the eigenvectors of C
+# whose eigenvalue is **below** the absolute `threshold` (use `torch.linalg.eigh`).
+#
+# <details><summary>Hint 1</summary>
+#
+# `lam, U = torch.linalg.eigh(C)` returns the eigenvalues in ascending order and the eigenvectors
+# as the **columns** of U: U[:, i] belongs to lam[i]. A boolean mask `lam < threshold` picks the
+# columns to keep.
+# </details>
+#
+# <details><summary>Hint 2 (almost the answer)</summary>
+#
+# `U_hat = U[:, lam < threshold]; return U_hat @ U_hat.T` (shape (d, d), not Ûᵀ Û).
+# </details>
 
 # %%
 def my_projector(C: torch.Tensor, threshold: float) -> torch.Tensor:

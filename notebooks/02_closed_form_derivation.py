@@ -206,10 +206,23 @@ assert err_raw < 1e-12 and err_hand < 1e-12
 # %% [markdown]
 # ### Your turn: the gradient
 #
+# **Difficulty** 🔴🔴🔴⚪⚪ · **Importance** 🔵🔵🔵⚪⚪ · **Time** about 15 min
+#
 # Write ∇J yourself, with everything passed in as arguments (`prev_cov` is Kp Kpᵀ). The cell under
 # it compares your function with autograd on several inputs (other shapes, no earlier edits,
 # rescaled keys) and names the likely mistake if they differ. (In the exercise version of this
 # notebook, made with `python -m alphaedit_lite.classroom.make_exercises`, the body is empty.)
+#
+# <details><summary>Hint 1 (the chain rule)</summary>
+#
+# J depends on Δ only through Δ′ = ΔP. With respect to Δ′ the three terms give
+# 2(Δ′K1 − R)K1ᵀ, 2αΔ′ and 2Δ′KpKpᵀ; then ∂J/∂Δ = (∂J/∂Δ′) Pᵀ, and Pᵀ = P.
+# </details>
+#
+# <details><summary>Hint 2 (almost the answer)</summary>
+#
+# `DP = Delta @ P; return 2 * ((DP @ K1 - R) @ K1.T @ P + alpha * DP + DP @ prev_cov @ P)`
+# </details>
 
 # %%
 def my_grad_J(Delta, R, K1, P, alpha, prev_cov):
@@ -330,9 +343,23 @@ assert max(v[2] for v in ALPHA_FIT.values()) < 1e-9
 # %% [markdown]
 # ### Your turn: the closed form with a linear solve
 #
+# **Difficulty** 🔴🔴⚪⚪⚪ · **Importance** 🔵🔵🔵🔵⚪ · **Time** about 10 min
+#
 # Write Eq. 14 without an explicit inverse: Δ A = B with A = KpKpᵀP + K1K1ᵀP + αI and B = R K1ᵀ P
 # is the linear system Aᵀ Δᵀ = Bᵀ (`torch.linalg.solve`). The check compares your Δ with
 # `alphaedit_delta` on several inputs, checks Δ = ΔP, and refuses `inv`.
+#
+# <details><summary>Hint 1</summary>
+#
+# `torch.linalg.solve(A, B)` solves A X = B, the unknown on the **right** of A. Here Δ stands on
+# the left, so transpose: Aᵀ Δᵀ = Bᵀ. A is not symmetric (P sits on one side of it), so Aᵀ ≠ A.
+# </details>
+#
+# <details><summary>Hint 2 (almost the answer)</summary>
+#
+# `A = (prev_cov + K1 @ K1.T) @ P + alpha * torch.eye(K1.shape[0], dtype=K1.dtype)`, then
+# `return torch.linalg.solve(A.T, (R @ K1.T @ P).T).T`
+# </details>
 
 # %%
 def my_alphaedit_delta(R, K1, P, alpha, prev_cov):

@@ -34,6 +34,8 @@
 # 4. Scrub through the edits with a slider and watch the probes move.
 # 5. Apply the same views to the shipped 1,000-edit run on SmolLM2-135M and read it beside the
 #    paper's Table 1.
+# 6. Split the drift into a common shift of all probes and probe-specific scatter (a second
+#    checked exercise), predict which editor shifts the cloud, and find the reason in the keys.
 #
 # **Prerequisites**: notebook 04 (the methods and the sequential runs); PCA; what a hidden state
 # (the residual stream) of a transformer is.
@@ -224,14 +226,30 @@ for lab, r in RUN.items():
 # **final layer** (what the unembedding reads), and the accumulated update ‖W_l − W_l,0‖_F of each
 # edited layer.
 #
-# ### Your turn: the drift of the probes (difficulty 1/3, importance 3/3, 5 min)
+# ### Your turn: the drift of the probes
+#
+# **Difficulty** 🔴⚪⚪⚪⚪ · **Importance** 🔵🔵🔵🔵⚪ · **Time** about 5 min
 #
 # Write `my_relative_drift(H0, H)`: rows of H0 and H (n_probes, d_model) are the probes' hidden
 # states before and after editing; return the mean over probes of ‖h − h₀‖ / ‖h₀‖, one number.
-# Predict first: why the mean of per-probe ratios and not ‖H − H0‖_F / ‖H0‖_F? (The checker's
-# messages say.) The cell after the check compares your function with the runs' own drift.
+# The cell after the check compares your function with the runs' own drift.
 #
-# <details><summary>Hint</summary>Norms over dim=1 (each state), divide, then `.mean()`; return a float.</details>
+# **Question (conceptual, 2 min):** why the mean of per-probe ratios and not ‖H − H0‖_F / ‖H0‖_F?
+#
+# <details><summary>Answer</summary>
+#
+# ‖H − H0‖_F / ‖H0‖_F weighs every probe by the length of its state, so a few very long states
+# decide it, and if they barely move the whole set looks still. The mean of ratios counts every
+# probe once. It matters on SmolLM2: at layer 8 a few probe states are several times longer than
+# the median one, and there the Frobenius ratio is only about half the mean of the ratios
+# (section 7 prints both for every run).
+# </details>
+#
+# <details><summary>Hint 1</summary>Norms over dim=1 (each state, a row), divide, then `.mean()`.</details>
+#
+# <details><summary>Hint 2 (almost the answer)</summary>
+# `float(((H - H0).norm(dim=1) / H0.norm(dim=1)).mean())`: return a Python float.
+# </details>
 
 # %%
 def my_relative_drift(H0, H):
@@ -476,6 +494,132 @@ if not REAL_ENV:   # the shipped runs: the reading above holds
           f"{layer_vs_matched:.2f}; perplexity increase {(ra['perplexity_ratio'] - 1) / (rw['perplexity_ratio'] - 1):.2f}")
     assert final_vs_matched < 0.85 and 0.8 < layer_vs_matched < 1.25
     assert (ra["perplexity_ratio"] - 1) < 0.6 * (rw["perplexity_ratio"] - 1)
+
+# %% [markdown]
+# ## 7. A shifted cloud or a scattered one?
+#
+# Drift says how far the probes moved, not how. Split each probe's move d_i = h_i − h0_i into the
+# mean move d̄ = mean_i d_i, one vector shared by every probe (the whole cloud shifts, as when the
+# coloured cloud of Fig. 5 sits beside the grey one), and the rest, d_i − d̄, which differs from
+# probe to probe (the cloud is scattered in place). The cross term averages to zero, so
+# mean_i ‖d_i‖² = ‖d̄‖² + mean_i ‖d_i − d̄‖², and the **common-shift share** ‖d̄‖² / mean_i ‖d_i‖²,
+# between 0 and 1, says which of the two the drift is.
+#
+# ### Your turn: the common-shift share of the drift
+#
+# **Difficulty** 🔴🔴⚪⚪⚪ · **Importance** 🔵🔵🔵⚪⚪ · **Time** about 10 min
+#
+# Write `my_common_shift_share(H0, H)`: rows of H0 and H (n_probes, d) are the probes' states before
+# and after editing; return ‖d̄‖² / mean_i ‖d_i‖² as one number. The check runs it on a pure shift
+# (share 1), on moves that cancel (share 0), on a mix, and on probes of very different lengths.
+#
+# <details><summary>Hint 1</summary>
+#
+# D = H − H0 is (n, d), one move per row. The common shift is the mean over the probes,
+# `D.mean(dim=0)`, a vector of d numbers; the denominator is the mean of the rows' squared norms.
+# </details>
+#
+# <details><summary>Hint 2 (almost the answer)</summary>
+#
+# `D = H - H0; return float(D.mean(0).norm() ** 2 / (D.norm(dim=1) ** 2).mean())`
+# </details>
+
+# %%
+def my_common_shift_share(H0, H):
+    """‖mean_i d_i‖² / mean_i ‖d_i‖² with d_i = h_i − h0_i, probes as rows of H0 and H (n, d); one float in [0, 1]."""
+    # BEGIN SOLUTION: the moves D = H − H0, their mean over the probes (dim=0), then squared norms
+    D = (H - H0).double()                                            # (n, d) one move per probe
+    return float(D.mean(0).norm() ** 2 / (D.norm(dim=1) ** 2).mean())
+    # END SOLUTION
+
+
+# %%
+from alphaedit_lite.classroom.exercises import check_common_shift_share
+
+check_common_shift_share(my_common_shift_share)
+
+# %% [markdown]
+# **Predict before you run the next cell.** On SmolLM2, is MEMIT's drift or AlphaEdit's more of a
+# common shift? Can you think of a reason why a projection onto the null space of the preserved
+# keys would change the answer?
+#
+# <details><summary>Answer (open after predicting)</summary>
+#
+# MEMIT's. In the shipped SmolLM2 records 20–30 % of MEMIT's drift at layer 8 is one common
+# shift, under 10 % of AlphaEdit's (both MEMITs, printed below). A reason, which the
+# cell tests on the tiny world: the keys of different prompts share a common component, their
+# mean k̄, and to first order the probes' common move at an edited layer is Δk̄. A direction that
+# every key uses carries energy in C0 = K0K0ᵀ/n: C0 ⪰ k̄k̄ᵀ for K0's own mean, so every unit
+# direction u that P keeps has (uᵀk̄)² ≤ uᵀC0u < threshold. P therefore removes almost all of k̄,
+# and AlphaEdit's Δ = ΔP barely acts on it, while MEMIT's λC0 only discourages that direction.
+# What is left to AlphaEdit's drift is probe-specific scatter.
+# </details>
+
+# %%
+from alphaedit_lite.locate.keys import right_pad
+from alphaedit_lite.locate.stats import projectors
+from alphaedit_lite.model import arch as M
+from alphaedit_lite.model.hooks import TraceDict
+from alphaedit_lite.world.editing import world_stats
+
+t0 = time.perf_counter()
+SHAPE = {}   # (world, run, layer) -> (drift, ‖H − H0‖_F/‖H0‖_F, common-shift share, max/median ‖h0‖)
+for world_name, runs, layer in (("tiny world", RUNS, LAST_LAYER), (real_model, REAL, real_layer)):
+    for lab, d in runs.items():
+        base, after = load_hidden(d)                                 # probe states (n_probes, d_model)
+        for key in (layer, "final"):
+            H0_, H_ = base[key].double(), after[key].double()
+            n0 = H0_.norm(dim=1)
+            SHAPE[world_name, lab, key] = (my_relative_drift(H0_, H_), float((H_ - H0_).norm() / H0_.norm()),
+                                           my_common_shift_share(H0_, H_), float(n0.max() / n0.median()))
+head = ["model", "run", "layer", "drift (mean of ‖h − h₀‖/‖h₀‖)", "‖H − H₀‖_F/‖H₀‖_F", "common-shift share",
+        "longest ‖h₀‖ / median"]
+md = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+for (w, lab, key), (dr, fro, cs, spread) in SHAPE.items():
+    md.append(f"| {w} | {lab} | {key} | {dr:.3f} | {fro:.3f} | {cs:.3f} | {spread:.1f} |")
+display(Markdown("\n".join(md)))
+
+# the mechanism on the tiny world: how much of the probes' mean key P keeps, against single keys
+s0 = RUN["AlphaEdit"]["settings"]
+hpA = s0["hparams"]
+probes = world_probe_prompts(world, world.records[: s0["schedule"]["n_edits"]], s0["n_probes"])
+name = M.arch_spec(model).rewrite_name(EDITED[-1])
+X, mask = right_pad([tok(p, add_special_tokens=False).input_ids for p in probes], tok.pad_token_id)
+with TraceDict(model, [name], retain_input=True, stop=True) as tr, torch.no_grad():
+    model(input_ids=X.to(device), attention_mask=mask.to(device), use_cache=False)
+last = mask.sum(1) - 1
+K_probe = tr[name].input[torch.arange(len(last)), last].double().cpu().T             # (d_in, n_probes) keys as columns
+P_probe = projectors(world_stats(model, tok, world, EDITED), hpA["nullspace_threshold"],
+                     hpA["nullspace_mode"])[EDITED[-1]].P.double().cpu()              # AlphaEdit's P, (d_in, d_in)
+k_bar = K_probe.mean(1)                                                               # (d_in,) the common component
+share_mean = float((P_probe @ k_bar).norm() ** 2 / k_bar.norm() ** 2)
+share_each = float(((P_probe @ K_probe).norm(dim=0) ** 2 / K_probe.norm(dim=0) ** 2).median())
+common_keys = float(k_bar.norm() ** 2 / (K_probe.norm(dim=0) ** 2).mean())
+print(f"tiny world, layer {EDITED[-1]}, {K_probe.shape[1]} probe keys: the mean key holds {common_keys:.0%} of their "
+      f"energy; AlphaEdit's P keeps {share_mean:.2%} of the mean key's energy and a median {share_each:.1%} of a single key's")
+print("common-shift share at layer " + str(LAST_LAYER) + ", tiny world: "
+      + ", ".join(f"{lab} {SHAPE['tiny world', lab, LAST_LAYER][2]:.3f}" for lab in RUNS))
+print(f"common-shift share at layer {real_layer}, {real_model}: "
+      + ", ".join(f"{lab} {SHAPE[real_model, lab, real_layer][2]:.3f}" for lab in REAL))
+print(f"({time.perf_counter() - t0:.1f} s)")
+assert all(0 <= v[2] <= 1 + 1e-9 for v in SHAPE.values())
+assert share_mean < 0.25 * share_each, "P keeps far less of the common key component than of a single key"
+if not REAL_ENV:   # the shipped records: the answer above holds
+    a8, af = (SHAPE[real_model, "AlphaEdit", k][2] for k in (real_layer, "final"))
+    for lab in ("MEMIT", MATCHED_LABEL):
+        assert a8 < 0.5 * SHAPE[real_model, lab, real_layer][2] and af < SHAPE[real_model, lab, "final"][2]
+    assert all(0.2 <= SHAPE[real_model, lab, real_layer][2] <= 0.3 for lab in ("MEMIT", MATCHED_LABEL)) and a8 < 0.1
+    # the drift question of section 2: with a few long states the Frobenius ratio is about half the mean of ratios
+    for lab in REAL:
+        dr, fro, _, spread = SHAPE[real_model, lab, real_layer]
+        assert spread > 3 and 0.4 < fro / dr < 0.7
+
+# %% [markdown]
+# **Reading it.** A drift number alone does not say what the cloud did. Where the common-shift share
+# is high, the probes moved together, and the 2-D views of section 3 show a displaced cloud; where
+# it is low, they were scattered in place. On SmolLM2, MEMIT's updates push every probe partly the
+# same way, while what AlphaEdit leaves behind is mostly probe-specific, because its projector
+# strips the component that all keys share (measured on the tiny world's probe keys above).
 
 # %%
 TOTAL = time.perf_counter() - T_START

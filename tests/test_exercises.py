@@ -12,7 +12,8 @@ import pytest
 import torch
 
 from alphaedit_lite.classroom import exercises as ex
-from alphaedit_lite.classroom.make_exercises import BEGIN, END, generate, main, strip_solutions
+from alphaedit_lite.classroom.make_exercises import (ANSWER_REMOVED, BEGIN, END, generate, main, strip_answers,
+                                                    strip_solutions)
 
 jupytext = pytest.importorskip("jupytext")
 nbformat = pytest.importorskip("nbformat")
@@ -20,7 +21,13 @@ nbformat = pytest.importorskip("nbformat")
 ROOT = Path(__file__).resolve().parents[1]
 NB_DIR = ROOT / "notebooks"
 F64 = torch.float64
-EXERCISE_NOTEBOOKS = ["01_null_space_geometry", "02_closed_form_derivation", "03_editing_a_real_model"]
+EXERCISE_NOTEBOOKS = ["00_editing_as_a_tradeoff", "01_null_space_geometry", "02_closed_form_derivation",
+                      "03_editing_a_real_model", "04_memit_vs_alphaedit", "05_hidden_state_drift"]
+# notebooks with conceptual questions whose answers are folded (<details><summary>Answer…</summary>)
+ANSWER_NOTEBOOKS = ["00_editing_as_a_tradeoff", "02_closed_form_derivation", "04_memit_vs_alphaedit",
+                    "05_hidden_state_drift"]
+ANSWER_BLOCK = re.compile(r"<details>\s*<summary>\s*Answer\b[^<]*</summary>(.*?)</details>", re.S | re.I)
+HINT_SUMMARY = re.compile(r"<summary>\s*Hint\b", re.I)
 CHECK_CALL = re.compile(r"^\s*(check_\w+)\((\w+)[,)]", re.M)   # check_x(my_fn) or check_x(my_fn, model, ...)
 
 
@@ -206,9 +213,91 @@ MISTAKES["check_relative_drift"] = [
     (lambda H0, H: (H - H0).norm(dim=1) / H0.norm(dim=1), "return one number"),
 ]
 
+
+
+def ns_write_ok(R, K1, P):                 # notebook 00: the smallest Δ = ΔP with ΔK1 = R
+    PK = P @ K1
+    return R @ torch.linalg.solve(K1.T @ PK, PK.T)
+
+
+def ns_write_pinv(R, K1, P):               # the same with a pseudo-inverse: accepted too
+    return R @ torch.linalg.pinv(P @ K1)
+
+
+def written_ok(K, P, alpha):               # notebook 04: ‖Pk‖² / (‖Pk‖² + α) per key
+    pk2 = (P @ K).norm(dim=0) ** 2
+    return pk2 / (pk2 + alpha)
+
+
+def common_ok(H0, H):                      # notebook 05: ‖mean d‖² / mean ‖d‖²
+    D = H - H0
+    return float(D.mean(0).norm() ** 2 / (D.norm(dim=1) ** 2).mean())
+
+
+MISTAKES["check_null_space_write"] = [
+    (lambda R, K1, P: R @ torch.linalg.pinv(K1), "you returned the smallest write R K1⁺"),
+    (lambda R, K1, P: R @ torch.linalg.pinv(K1) @ P, "you projected the smallest write"),
+    (lambda R, K1, P: R @ torch.linalg.solve(K1.T @ K1, (P @ K1).T), "not K1ᵀK1"),
+    (lambda R, K1, P: R @ (P @ K1 / ((P @ K1) ** 2).sum(0)).T, "you normalised each key on its own"),
+    (lambda R, K1, P: R @ (P @ K1).T, "you forgot to normalise"),
+    (lambda R, K1, P: R @ torch.linalg.pinv((torch.eye(P.shape[0], dtype=F64) - P) @ K1), "the complement I − P"),
+    (lambda R, K1, P: ns_write_ok(R, K1, P).T, "you returned Δᵀ"),
+    (lambda R, K1, P: ns_write_ok(R, K1, P).T if R.shape[0] == K1.shape[0] else ns_write_ok(R, K1, P),
+     "you returned Δᵀ"),     # the square case: the shapes fit, the values name it
+    (lambda R, K1, P: P @ ns_write_ok(R, K1, P) if R.shape[0] == K1.shape[0] else ns_write_ok(R, K1, P),
+     "you put the projector on the left"),
+    (lambda R, K1, P: ns_write_ok(R, K1, P).float(), "compute in float64"),
+    (lambda R, K1, P: ns_write_ok(R, K1, P)[:, :-1], "must have W's shape"),
+    (lambda R, K1, P: ns_write_ok(R, K1, P) * 1.01, "does not write the keys"),
+    (lambda R, K1, P: ns_write_ok(R, K1, P) + (R @ torch.linalg.pinv(K1)) @ (torch.eye(P.shape[0], dtype=F64) - P),
+     "is not in the null space"),
+    (lambda R, K1, P: ns_write_ok(R, K1, P) + torch.ones(R.shape[0], 1, dtype=F64) @ _orth_to(P @ K1, P),
+     "not the smallest such update"),
+]
+
+
+def _orth_to(PK, P):
+    """(1, d) a row in P's kept directions orthogonal to every projected key (0 if there is none)."""
+    Q = torch.linalg.qr(PK)[0]                                        # (d, u) basis of the projected keys
+    v = P @ torch.arange(1, P.shape[0] + 1, dtype=F64)
+    v = v - Q @ (Q.T @ v)
+    return v[None, :]
+
+
+MISTAKES["check_written_fraction"] = [
+    (lambda K, P, a: (s := share_ok(K, P)) / (s + a), "you compared the SHARE"),
+    (lambda K, P, a: a / ((P @ K).norm(dim=0) ** 2 + a), "the part NOT written"),
+    (lambda K, P, a: (P @ K).norm(dim=0) / ((P @ K).norm(dim=0) + a), "you forgot the squares"),
+    (lambda K, P, a: K.norm(dim=0) ** 2 / (K.norm(dim=0) ** 2 + a), "you used ‖k‖² where ‖Pk‖² belongs"),
+    (lambda K, P, a: written_ok(K, torch.eye(P.shape[0], dtype=F64) - P, a), "the complement I − P"),
+    (lambda K, P, a: (P @ K).norm(dim=0) ** 2 / a, "dropped ‖Pk‖² from the denominator"),
+    (lambda K, P, a: share_ok(K, P), "you returned the share"),
+    (lambda K, P, a: (P @ K).norm(dim=0) ** 2 / (K.norm(dim=0) ** 2 + a), "you put ‖k‖² in the denominator"),
+    (lambda K, P, a: written_ok(K, P, 10.0), "does not change with `alpha`"),
+    (lambda K, P, a: written_ok(K, P, a).mean(), "one number for all"),
+    (lambda K, P, a: written_ok(K, P, a)[:-1], "one fraction per key"),
+    (lambda K, P, a: written_ok(K, P, a) * 1.01, "off by"),
+]
+MISTAKES["check_common_shift_share"] = [
+    (lambda H0, H: 1 - common_ok(H0, H), "the scattered part"),
+    (lambda H0, H: float((H - H0).norm(dim=1).mean() ** 2 / ((H - H0).norm(dim=1) ** 2).mean()),
+     "you averaged the LENGTHS of the moves"),
+    (lambda H0, H: common_ok(H0, H) ** 0.5, "you forgot the squares"),
+    (lambda H0, H: float((H - H0).mean(0).norm() / (H - H0).norm(dim=1).mean()), "you compared norms"),
+    (lambda H0, H: float((H - H0).mean(1).norm() ** 2 / ((H - H0).norm(dim=1) ** 2).mean()),
+     "averaged over the hidden dimensions"),
+    (lambda H0, H: float((H - H0).mean(0).norm() ** 2 / ((H - H0).norm(dim=1) ** 2).sum()), "divided by the SUM"),
+    (lambda H0, H: float((H - H0).mean(0).norm() ** 2 / (H0.norm(dim=1) ** 2).mean()), "the states' energy"),
+    (lambda H0, H: float(H.mean(0).norm() ** 2 / (H.norm(dim=1) ** 2).mean()), "the mean of the states"),
+    (lambda H0, H: (H - H0).mean(0), "return one number"),
+    (lambda H0, H: common_ok(H0, H) * 1.01 + 1e-3, "your share is"),
+]
+
 REFERENCES = {"check_covariance": cov_ok, "check_projector": proj_ok, "check_grad_J": grad_ok,
               "check_alphaedit_delta": ae_ok, "check_projection": project_ok,
-              "check_null_space_share": share_ok, "check_relative_drift": drift_ok}
+              "check_null_space_share": share_ok, "check_relative_drift": drift_ok,
+              "check_null_space_write": ns_write_ok, "check_written_fraction": written_ok,
+              "check_common_shift_share": common_ok}
 
 
 # ------------------------------------------------------------------------------------- checkers
@@ -226,6 +315,54 @@ def test_checker_diagnoses_typical_mistake(checker, wrong, expected):
         getattr(ex, checker)(wrong)
     msg = str(info.value)
     assert msg.startswith("✗ ") and expected in msg, msg
+
+
+NEW_CHECKERS = ["check_null_space_write", "check_written_fraction", "check_common_shift_share"]
+
+
+@pytest.mark.parametrize("checker,wrong", [
+    pytest.param(c, fn, id=f"{c}-{i}") for c in NEW_CHECKERS for i, (fn, _) in enumerate(MISTAKES[c])])
+def test_new_checkers_diagnose_in_one_sentence(checker, wrong):
+    with pytest.raises(AssertionError) as info:
+        getattr(ex, checker)(wrong)
+    msg = str(info.value)
+    assert msg.count(". ") <= 1 and not msg.rstrip().endswith(". "), f"one sentence per mistake: {msg}"
+
+
+@pytest.mark.parametrize("checker", NEW_CHECKERS)
+def test_new_checkers_survive_a_function_that_overwrites_its_inputs(checker, capsys):
+    """The cases are the checker's own: a learner's in-place edit must not corrupt the reference or later cases."""
+    ref = REFERENCES[checker]
+
+    def overwrite(*args):
+        out = ref(*args)
+        for a in args:
+            if isinstance(a, torch.Tensor):
+                a.zero_()
+        return out
+
+    getattr(ex, checker)(overwrite)
+    getattr(ex, checker)(ref)
+    assert capsys.readouterr().out.count("✓ ") == 2
+    assert checker in ex.__all__ and f"`{checker}(fn)`" in ex.__doc__
+
+
+def test_written_fraction_reference_is_what_the_solver_writes():
+    """‖Pk‖²/(‖Pk‖² + α) is exactly what alphaedit_delta writes for one key (Sherman-Morrison), per case."""
+    for case in ex._written_fraction_cases():
+        K, P, alpha = case.args
+        assert ex._rel(written_ok(K, P, alpha), case.expected) < 1e-10, case.label
+
+
+def test_null_space_write_is_alphaedit_without_the_ridge():
+    """The exact null-space write is AlphaEdit's Eq. 14 as α → 0 (no earlier edits): α = 1e-6 is close."""
+    from alphaedit_lite.core.solvers import alphaedit_delta
+
+    for case in ex._null_space_write_cases():
+        R, K1, P = case.args
+        D = case.expected
+        assert ex._rel(D @ K1, R) < 1e-10 and ex._rel(D @ P, D) < 1e-10, case.label
+        assert ex._rel(alphaedit_delta(R, K1, P, alpha=1e-6), D) < 1e-4, case.label
 
 
 def test_explicit_inverse_is_refused_even_with_right_values():
@@ -297,6 +434,31 @@ def test_strip_solutions_rejects_broken_markers(src, msg):
         strip_solutions(src, where="nb, cell 3")
 
 
+def test_strip_answers_removes_folded_answers_and_keeps_hints():
+    src = ("**Question**: why ΔP?\n\n<details><summary>Answer</summary>\n\nBecause keys act from the right.\n"
+           "</details>\n\n<details><summary>Hint 1</summary>Look at the shapes.</details>\n"
+           "<details><summary>Answer (open after predicting)</summary>It shrinks like 1/λ.</details> after\n"
+           "<details><summary>Hint 2 (almost the answer)</summary>Δ @ P</details>")
+    out, n = strip_answers(src)
+    assert n == 2
+    assert out.count(ANSWER_REMOVED) == 2
+    assert "keys act from the right" not in out and "1/λ" not in out
+    assert "<details><summary>Hint 1</summary>Look at the shapes.</details>" in out
+    assert "<details><summary>Hint 2 (almost the answer)</summary>Δ @ P</details>" in out
+    assert out.startswith("**Question**: why ΔP?\n\n" + ANSWER_REMOVED)
+    assert f"{ANSWER_REMOVED} after" in out
+    assert strip_answers("no folded blocks here") == ("no folded blocks here", 0)
+
+
+@pytest.mark.parametrize("src,msg", [
+    ("<details><summary>Answer</summary>\nnever closed", "never closed"),
+    ("<details><summary>Answer</summary><details><summary>Hint</summary>x</details> y</details>", "inside a folded answer"),
+])
+def test_strip_answers_rejects_broken_blocks(src, msg):
+    with pytest.raises(ValueError, match=msg):
+        strip_answers(src, where="nb, cell 2")
+
+
 @pytest.fixture(scope="module")
 def generated(tmp_path_factory):
     out = tmp_path_factory.mktemp("exercises")
@@ -352,6 +514,60 @@ def test_generator_strips_every_solution(generated, name):
     assert "Exercise version" in ex_nb.cells[0].source
 
 
+@pytest.mark.parametrize("name", ANSWER_NOTEBOOKS)
+def test_committed_notebooks_keep_their_answers(name):
+    """The reviewed notebooks hold the answers (only the exercise version hides them)."""
+    md = [c.source for c in jupytext.read(NB_DIR / f"{name}.py").cells if c.cell_type == "markdown"]
+    answers = [m.group(1).strip() for src in md for m in ANSWER_BLOCK.finditer(src)]
+    assert answers, f"{name}: no folded answer (<details><summary>Answer</summary> … </details>)"
+    assert all(len(a) > 40 for a in answers), f"{name}: an empty or one-word answer: {answers}"
+    assert not any(ANSWER_REMOVED in src for src in md)
+
+
+def test_notebook_02_asks_why_the_update_is_delta_p_not_p_delta():
+    md = "\n".join(c.source for c in jupytext.read(NB_DIR / "02_closed_form_derivation.py").cells
+                   if c.cell_type == "markdown")
+    q = md.index("why is the update ΔP and not PΔ?")
+    assert ANSWER_BLOCK.search(md, q) and "key" in ANSWER_BLOCK.search(md, q).group(1)
+
+
+@pytest.mark.parametrize("name", sorted(p.stem for p in NB_DIR.glob("*.py") if not p.name.startswith("_")))
+def test_generator_removes_answers_and_keeps_hints(generated, name):
+    out, results = generated
+    src_md = [c.source for c in jupytext.read(NB_DIR / f"{name}.py").cells if c.cell_type == "markdown"]
+    ex_md = [c.source for c in nbformat.read(out / f"{name}.ipynb", as_version=4).cells if c.cell_type == "markdown"]
+    n_answers = sum(len(ANSWER_BLOCK.findall(src)) for src in src_md)
+    assert results[name].answers == n_answers
+    assert sum(src.count(ANSWER_REMOVED) for src in ex_md) == n_answers
+    for src, exs in zip(src_md, ex_md):
+        assert not ANSWER_BLOCK.search(exs), f"{name}: an answer survived in the exercise version"
+        for m in ANSWER_BLOCK.finditer(src):
+            body = m.group(1).strip()
+            assert body.splitlines()[0] not in exs, f"{name}: answer text survived: {body[:60]!r}"
+        assert len(HINT_SUMMARY.findall(exs)) == len(HINT_SUMMARY.findall(src)), f"{name}: hints must stay"
+        if not ANSWER_BLOCK.search(src) and src != src_md[0]:
+            assert exs == src, "markdown cells without answers are copied unchanged"
+
+
+@pytest.mark.parametrize("name", EXERCISE_NOTEBOOKS)
+def test_every_exercise_has_a_header_and_folded_hints(name):
+    """ARENA-style: difficulty, importance, a time budget and at least one folded hint before each exercise."""
+    cells = jupytext.read(NB_DIR / f"{name}.py").cells
+    found = 0
+    for i, cell in enumerate(cells):
+        if cell.cell_type != "code" or not _solution_blocks(cell.source):
+            continue
+        md = next(c.source for c in reversed(cells[:i]) if c.cell_type == "markdown")   # the exercise's own text
+        low = md.lower()
+        assert "difficulty" in low and re.search(r"🔴+⚪*|\d/5", md), f"{name}, cell {i}: no difficulty (🔴🔴⚪⚪⚪)"
+        assert "importance" in low, f"{name}, cell {i}: no importance"
+        assert re.search(r"about \d+ min", md), f"{name}, cell {i}: no time budget ('about 10 min')"
+        assert HINT_SUMMARY.search(md), f"{name}, cell {i}: no folded hint (<details><summary>Hint 1</summary>)"
+        assert md.count("<details>") == md.count("</details>")
+        found += 1
+    assert found >= 2
+
+
 @pytest.mark.parametrize("name", EXERCISE_NOTEBOOKS)
 def test_generated_exercise_cells_raise_and_their_checks_say_not_written(generated, name, tiny_model):
     out, _ = generated
@@ -389,6 +605,9 @@ def test_generator_command_line(tmp_path, capsys):
     assert f"written to {tmp_path / 'ex'}/" in printed
     for name in EXERCISE_NOTEBOOKS:
         assert (tmp_path / "ex" / f"{name}.ipynb").exists() and f"{name}: 2 exercise(s)" in printed
+    for name in ANSWER_NOTEBOOKS:
+        assert re.search(rf"{name}: 2 exercise\(s\), [1-9]\d* answer\(s\) removed", printed), printed
+    assert re.search(r"\d+ exercises and [1-9]\d* hidden answers in \d+ notebooks", printed)
 
 
 # ------------------------------------------------------------------------------------ notebooks
@@ -408,7 +627,7 @@ def test_notebook_has_at_least_two_checked_exercises(name):
     assert len(set(checked)) >= 2, f"{name}: {checked}"
 
 
-@pytest.mark.parametrize("name", EXERCISE_NOTEBOOKS + ["04_memit_vs_alphaedit", "05_hidden_state_drift"])
+@pytest.mark.parametrize("name", EXERCISE_NOTEBOOKS)
 def test_notebook_solutions_pass_their_checks(name, capsys, tiny_model):
     """The solutions as committed pass (fast, without running the whole notebook)."""
     cells = [c for c in jupytext.read(NB_DIR / f"{name}.py").cells if c.cell_type == "code"]

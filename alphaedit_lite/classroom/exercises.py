@@ -18,6 +18,9 @@ message gives the measured error.
 | `check_memit_normal_equations(fn)` | `fn(W, K1, V1, C0, lam) -> Δ = R K1ᵀ (λ C0 + K1 K1ᵀ)⁻¹`, R = V1 − W K1 | MEMIT Eq. 14 (one layer, no earlier edits) |
 | `check_null_space_share(fn)` | `fn(K, P) -> ‖P k‖² / ‖k‖²` per key (column), shape (n,) | AlphaEdit Sec. 3: the room an edit has |
 | `check_relative_drift(fn)` | `fn(H0, H) -> mean ‖h − h₀‖ / ‖h₀‖` over probes (rows) | AlphaEdit Fig. 5, the drift of unedited probes |
+| `check_null_space_write(fn)` | `fn(R, K1, P) -> Δ = R (K1ᵀPK1)⁻¹ (PK1)ᵀ`, the smallest Δ = ΔP with ΔK1 = R | AlphaEdit Eq. 14 with α → 0 |
+| `check_written_fraction(fn)` | `fn(K, P, alpha) -> ‖P k‖² / (‖P k‖² + α)` per key, shape (n,) | AlphaEdit Eq. 14 for one key: room against the ridge |
+| `check_common_shift_share(fn)` | `fn(H0, H) -> ‖mean d‖² / mean ‖d‖²`, d = h − h₀ per probe (row) | AlphaEdit Fig. 5: a shifted cloud or scatter |
 
 Shapes follow CONTRIBUTING.md: keys are columns (d_in, n), Δ and W are (d_out, d_in),
 `prev_cov` is Kp Kpᵀ (d_in, d_in), everything is float64.
@@ -35,7 +38,8 @@ from alphaedit_lite.core.nullspace import null_space_projector
 from alphaedit_lite.core.solvers import alphaedit_delta, memit_delta
 
 __all__ = ["check_covariance", "check_projector", "check_grad_J", "check_alphaedit_delta", "check_subject_key",
-           "check_projection", "check_memit_normal_equations", "check_null_space_share", "check_relative_drift"]
+           "check_projection", "check_memit_normal_equations", "check_null_space_share", "check_relative_drift",
+           "check_null_space_write", "check_written_fraction", "check_common_shift_share"]
 
 F64 = torch.float64
 MATCH_RTOL = 1e-8   # a learner's answer this close (relative Frobenius norm) to the reference passes
@@ -863,3 +867,233 @@ def check_relative_drift(fn: Callable[[torch.Tensor, torch.Tensor], float]) -> N
              (D.norm(dim=1) / H.norm(dim=1)).mean()),
         ], f"off by {_rel(out, case.expected):.1e} (relative) from mean_i ‖h_i − h0_i‖ / ‖h0_i‖")
     _ok(fn, "mean over probes of ‖h − h₀‖ / ‖h₀‖", cases)
+
+
+# ------------------------------------------------ 10. the exact write inside the null space (notebook 00)
+def _null_space_write_cases() -> list[_Case]:
+    """Inputs (R, K1, P) with u ≤ rank P keys whose projections P k are independent, and the reference
+    Δ = R (PK1)⁺ = R (K1ᵀPK1)⁻¹ K1ᵀP: the smallest Δ with Δ = ΔP and ΔK1 = R."""
+    gen = torch.Generator().manual_seed(1010)
+    cases = []
+    for label, d_in, d_out, r, u, scale in [
+        ("3-D toy: one output, a null space of rank 1, one key", 3, 1, 1, 1, 1.0),
+        ("square Δ: d_in = d_out = 6, a null space of rank 4, 2 keys", 6, 6, 4, 2, 1.0),
+        ("d_in 10, d_out 4, rank 6, 3 keys that share most of their null-space part, rescaled by 100",
+         10, 4, 6, 3, 100.0),
+        ("d_in 12, d_out 7, rank 9, 5 keys", 12, 7, 9, 5, 1.0),
+    ]:
+        U = _orthonormal(d_in, gen)[:, :r]                                   # (d_in, r) the kept directions
+        P = U @ U.T                                                          # (d_in, d_in)
+        K1 = torch.randn(d_in, u, generator=gen, dtype=F64)                  # (d_in, u) keys as columns
+        if u == 3:   # a common null-space direction in every key: their projections overlap strongly
+            K1 = K1 + 3.0 * U[:, :1]
+        K1 = K1 * scale
+        R = torch.randn(d_out, u, generator=gen, dtype=F64)                  # (d_out, u)
+        PK = P @ K1                                                          # (d_in, u)
+        ref = torch.linalg.solve(K1.T @ PK, PK.T)                            # (u, d_in) = (K1ᵀPK1)⁻¹ (PK1)ᵀ
+        cases.append(_Case(label, (R, K1, P), R @ ref))
+    return cases
+
+
+def check_null_space_write(fn: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]) -> None:
+    """Check `fn(R, K1, P) -> Δ = R (K1ᵀPK1)⁻¹ K1ᵀP`: the smallest update with Δ = ΔP (rows in the null
+    space) that writes the new keys exactly, ΔK1 = R; AlphaEdit's Eq. 14 with α → 0 and no earlier edits."""
+    _require_callable(fn)
+    cases = _null_space_write_cases()
+    for case in cases:
+        R, K1, P = case.args
+        (d_out, u), d_in = R.shape, K1.shape[0]
+        out = _call(fn, case)
+        if tuple(out.shape) == (d_in, d_out) and d_in != d_out:
+            raise _fail(fn, case, f"shape (d_in, d_out) = {tuple(out.shape)}: you returned Δᵀ; the update has W's "
+                                  f"shape (d_out, d_in) = ({d_out}, {d_in})")
+        if tuple(out.shape) != (d_out, d_in):
+            raise _fail(fn, case, f"Δ must have W's shape (d_out, d_in) = ({d_out}, {d_in}), got {tuple(out.shape)}")
+        _check_finite(fn, case, out, ": is the matrix you solve with K1ᵀPK1 (u × u, invertible here)?")
+        ref = case.expected
+        err = _rel(out, ref)
+        if err < MATCH_RTOL:
+            continue
+        if out.dtype != F64:
+            raise _fail(fn, case, f"your Δ is {out.dtype}: compute in float64 like the inputs")
+        I = torch.eye(d_in, dtype=F64)
+        PK, Q = P @ K1, I - P
+        nan = torch.full((1,), float("nan"), dtype=F64)
+        smallest = R @ torch.linalg.pinv(K1)                                 # (d_out, d_in) = R (K1ᵀK1)⁻¹K1ᵀ
+        guesses = [
+            ("you returned the smallest write R K1⁺ (section 1's rank-one write for several keys): it writes the "
+             "keys but is not in the null space (ΔP ≠ Δ), so build it from the projected keys P K1", smallest),
+            ("you projected the smallest write, (R K1⁺) P = R (K1ᵀK1)⁻¹ (PK1)ᵀ: it lies in the null space but no "
+             "longer writes the keys (ΔK1 ≠ R), so solve with K1ᵀPK1, the matrix of the projected keys, not K1ᵀK1",
+             smallest @ P),
+            ("you normalised each key on its own, R diag(1/‖Pk‖²) (PK1)ᵀ: that is the one-key formula; with "
+             "several keys their projections overlap, so solve with the whole matrix K1ᵀPK1",
+             R @ (PK / (PK ** 2).sum(0)).T),
+            ("you forgot to normalise: R (PK1)ᵀ has the right direction but not the right length; solve with "
+             "K1ᵀPK1 so that ΔK1 = R", R @ PK.T),
+            ("you used the complement I − P: the update must live in P's kept directions (Δ = ΔP), where the "
+             "preserved keys do not reach", R @ torch.linalg.pinv(Q @ K1)),
+            ("you returned Δᵀ: transpose it back to W's shape (d_out, d_in)", ref.T if d_in == d_out else nan),
+            ("you put the projector on the left (P Δ): P acts on the key side, Δ = Δ P",
+             P @ ref if d_in == d_out else nan),
+        ]
+        writes = _rel(out.to(F64) @ K1, R)
+        leak = _fro(out.to(F64) @ Q) / max(_fro(out), 1e-300)
+        if writes < 1e-6 and leak < 1e-6:
+            generic = (f"your Δ writes the keys (ΔK1 = R) inside the null space but is not the smallest such update "
+                       f"(‖Δ‖ = {_fro(out):.4g}, smallest {_fro(ref):.4g}): use Δ = R (K1ᵀPK1)⁻¹ (PK1)ᵀ")
+        elif leak >= 1e-6:
+            generic = (f"your Δ is not in the null space, ‖Δ(I − P)‖/‖Δ‖ = {leak:.1e}: build it from the projected "
+                       "keys P K1 so that Δ = ΔP")
+        else:
+            generic = (f"your Δ lies in the null space but does not write the keys, ‖ΔK1 − R‖/‖R‖ = {writes:.1e}: "
+                       "solve (K1ᵀPK1) X = (PK1)ᵀ and return R X")
+        raise _diagnose(fn, case, out.to(F64), guesses, generic)
+    _ok(fn, "Δ = R (K1ᵀPK1)⁻¹ (PK1)ᵀ, the exact write inside the null space", cases)
+
+
+# ------------------------------- 11. how much of an edit AlphaEdit writes: ‖Pk‖² against α (notebook 04)
+def _written_fraction_cases() -> list[_Case]:
+    """Inputs (K, P, α) and the fraction of its residual that AlphaEdit writes for each key k alone,
+    read off the library's solver: Δ = alphaedit_delta(r, k, P, α), fraction = ⟨Δk, r⟩ / ‖r‖²."""
+    gen = torch.Generator().manual_seed(1111)
+
+    def keys_and_projector(d, r, n):
+        U = _orthonormal(d, gen)[:, :r]                                          # (d, r) the kept directions
+        K = torch.randn(d, n, generator=gen, dtype=F64)
+        K = K / K.norm(dim=0) * torch.logspace(-0.5, 1.0, n, dtype=F64)          # (d, n), ‖k‖ from 0.3 to 10
+        return K, U @ U.T
+
+    K8, P8 = keys_and_projector(8, 3, 5)
+    K20, P20 = keys_and_projector(20, 12, 30)
+    U6 = _orthonormal(6, gen)
+    K6 = torch.cat([U6[:, :2] @ torch.randn(2, 2, generator=gen, dtype=F64),     # inside the kept directions
+                    U6[:, 2:] @ torch.randn(4, 2, generator=gen, dtype=F64)], 1)  # outside them
+    cases = []
+    for label, K, P, alpha in [
+        ("d = 8, kept rank 3, 5 keys of very different lengths, α = 10 (the paper's)", K8, P8, 10.0),
+        ("d = 20, kept rank 12, 30 keys, α = 1", K20, P20, 1.0),
+        ("the same 30 keys, α = 100", K20, P20, 100.0),
+        ("keys wholly inside, then wholly outside the kept directions, α = 0.5", K6, U6[:, :2] @ U6[:, :2].T, 0.5),
+    ]:
+        rvec = torch.randn(3, 1, generator=gen, dtype=F64)                       # any residual: the fraction is the same
+        frac = []
+        for j in range(K.shape[1]):
+            k = K[:, j:j + 1]                                                    # (d, 1) one key alone
+            D = alphaedit_delta(rvec, k, P, alpha=alpha)                         # (3, d)
+            frac.append(float(((D @ k) * rvec).sum() / (rvec * rvec).sum()))
+        cases.append(_Case(label, (K, P, alpha), torch.tensor(frac, dtype=F64)))
+    return cases
+
+
+def check_written_fraction(fn: Callable[[torch.Tensor, torch.Tensor, float], torch.Tensor]) -> None:
+    """Check `fn(K, P, alpha) -> f` with f_j = ‖P k_j‖² / (‖P k_j‖² + α) for each key (column of K), shape (n,):
+    the fraction of its residual that AlphaEdit's Eq. 14 writes for that key alone (one layer, no Kp)."""
+    _require_callable(fn)
+    cases = _written_fraction_cases()
+    for case in cases:
+        K, P, alpha = case.args
+        n = K.shape[1]
+        out = _call(fn, case)
+        if out.numel() == 1 and n > 1:
+            raise _fail(fn, case, f"one number for all {n} keys: return one fraction per key (column of K), shape ({n},)")
+        if tuple(out.shape) != (n,):
+            raise _fail(fn, case, f"return one fraction per key (column of K), shape ({n},), got {tuple(out.shape)}")
+        _check_finite(fn, case, out)
+        ref = case.expected
+        if _rel(out, ref) < 1e-8:
+            continue
+        pk2 = (P @ K).norm(dim=0) ** 2                                           # (n,) ‖Pk‖²
+        k2 = K.norm(dim=0) ** 2                                                  # (n,) ‖k‖²
+        share = pk2 / k2
+        qk2 = ((torch.eye(K.shape[0], dtype=F64) - P) @ K).norm(dim=0) ** 2
+        raise _diagnose(fn, case, out.to(F64), [
+            ("you compared the SHARE ‖Pk‖²/‖k‖² with α: α is an absolute ridge, so what competes with it is "
+             "‖Pk‖² itself (a longer key with the same share is written more)", share / (share + alpha)),
+            ("that is the part NOT written, α / (‖Pk‖² + α); the written fraction is ‖Pk‖² / (‖Pk‖² + α)",
+             alpha / (pk2 + alpha)),
+            ("you forgot the squares: the fraction is ‖Pk‖² / (‖Pk‖² + α), with ‖Pk‖ squared",
+             pk2.sqrt() / (pk2.sqrt() + alpha)),
+            ("you used ‖k‖² where ‖Pk‖² belongs: AlphaEdit writes only through the part of the key in P's kept "
+             "directions", k2 / (k2 + alpha)),
+            ("you used the complement I − P: AlphaEdit writes through P k, the part of the key in the kept "
+             "directions", qk2 / (qk2 + alpha)),
+            ("you dropped ‖Pk‖² from the denominator: ‖Pk‖²/α is the small-key approximation, the fraction "
+             "saturates at 1 as ‖Pk‖² outgrows α", pk2 / alpha),
+            ("you returned the share ‖Pk‖²/‖k‖²: the fraction written also depends on the ridge α",
+             share),
+            ("you put ‖k‖² in the denominator: for one key Δ = r (Pk)ᵀ / (‖Pk‖² + α), so Δk = r ‖Pk‖² / (‖Pk‖² + α)",
+             pk2 / (k2 + alpha)),
+            ("your answer does not change with `alpha`: you used α = 10 whatever the argument",
+             pk2 / (pk2 + 10.0)),
+        ], f"off by {_rel(out, ref):.1e} (relative) from ‖P k‖² / (‖P k‖² + α) per key, which is what "
+           "alphaedit_delta writes for each key alone")
+    _ok(fn, "f_j = ‖P k_j‖² / (‖P k_j‖² + α), the share of the residual AlphaEdit writes", cases)
+
+
+# --------------------------------------- 12. how much of the drift is one common shift (notebook 05)
+def _common_shift_cases() -> list[_Case]:
+    gen = torch.Generator().manual_seed(1212)
+    cases = []
+    n, d = 40, 12
+    H0 = torch.randn(n, d, generator=gen, dtype=F64) * 5                          # (n, d) rows are probes
+    shift = torch.randn(d, generator=gen, dtype=F64)                               # one vector for every probe
+    scatter = torch.randn(n, d, generator=gen, dtype=F64)
+    scatter = scatter - scatter.mean(0)                                            # moves that cancel on average
+    for label, H in [
+        ("40 probes, every one moved by the same vector", H0 + shift),
+        ("40 probes, moves that cancel on average", H0 + scatter),
+        ("40 probes, a common shift plus scatter", H0 + 0.5 * shift + 0.3 * scatter),
+    ]:
+        cases.append(_Case(label, (H0, H), _common_share(H0, H)))
+    H0b = torch.randn(200, 24, generator=gen, dtype=F64) * torch.logspace(-1, 2, 200, dtype=F64)[:, None]
+    Hb = H0b + 0.02 * torch.randn(24, generator=gen, dtype=F64) * H0b.norm(dim=1, keepdim=True) + \
+        0.1 * torch.randn(200, 24, generator=gen, dtype=F64)
+    cases.append(_Case("200 probes of very different lengths, 24 dimensions", (H0b, Hb), _common_share(H0b, Hb)))
+    return cases
+
+
+def _common_share(H0: torch.Tensor, H: torch.Tensor) -> torch.Tensor:
+    D = (H - H0).to(F64)                                                           # (n, d) each probe's move
+    return D.mean(0).pow(2).sum() / D.pow(2).sum(1).mean()
+
+
+def check_common_shift_share(fn: Callable[[torch.Tensor, torch.Tensor], float]) -> None:
+    """Check `fn(H0, H) -> ‖mean_i (h_i − h0_i)‖² / mean_i ‖h_i − h0_i‖²` for probes as rows of H0, H (n, d):
+    the share of the drift's energy that is one common shift of every probe (1: a translation, 0: scatter)."""
+    _require_callable(fn)
+    cases = _common_shift_cases()
+    for case in cases:
+        H0, H = case.args
+        out = _call(fn, case)
+        if out.numel() != 1:
+            raise _fail(fn, case, f"return one number for the whole set of probes, got shape {tuple(out.shape)}")
+        out = out.reshape(()).to(F64)
+        # a share lies in [0, 1] and a Python float comes back as float32: an absolute tolerance (the
+        # moves that cancel make the reference ≈ 1e-32, where a relative one would be noise)
+        if abs(float(out) - float(case.expected)) < 1e-6:
+            continue
+        D = (H - H0).to(F64)
+        n = D.shape[0]
+        mean_move = D.mean(0)                                                      # (d,)
+        ms = D.pow(2).sum(1).mean()                                                # mean ‖d_i‖²
+        raise _diagnose(fn, case, out, [
+            ("that is the scattered part, 1 − share: the common shift's share is ‖mean d‖² / mean ‖d‖²",
+             1 - case.expected),
+            ("you averaged the LENGTHS of the moves, (mean ‖d‖)²: average the move VECTORS first (mean over the "
+             "probes, dim=0), then take the norm", D.norm(dim=1).mean() ** 2 / ms),
+            ("you forgot the squares: ‖mean d‖ / √(mean ‖d‖²) is the square root of the share; the split "
+             "mean ‖d‖² = ‖mean d‖² + mean ‖d − mean d‖² holds for squared norms", case.expected.sqrt()),
+            ("you compared norms, not squared norms: ‖mean d‖ / mean ‖d‖; use ‖mean d‖² / mean ‖d‖²",
+             mean_move.norm() / D.norm(dim=1).mean()),
+            ("you averaged over the hidden dimensions (dim=1); the common shift is the mean over the probes "
+             "(dim=0), a vector of d numbers", D.mean(1).pow(2).sum() / ms),
+            (f"you divided by the SUM of ‖d_i‖² over the {n} probes; divide by their mean",
+             mean_move.pow(2).sum() / D.pow(2).sum()),
+            ("you divided by the states' energy mean ‖h0‖²: the share compares the common shift with the moves "
+             "themselves, mean ‖h − h0‖²", mean_move.pow(2).sum() / H0.to(F64).pow(2).sum(1).mean()),
+            ("you took the mean of the states, not of their moves: ‖mean h‖² / mean ‖h‖² ignores h0",
+             H.to(F64).mean(0).pow(2).sum() / H.to(F64).pow(2).sum(1).mean()),
+        ], f"your share is {float(out):.4g}, the reference {float(case.expected):.4g}: it is ‖mean_i d_i‖² / "
+           "mean_i ‖d_i‖² with d_i = h_i − h0_i")
+    _ok(fn, "‖mean d‖² / mean ‖d‖², the share of the drift that is a common shift", cases)
