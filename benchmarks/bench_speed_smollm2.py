@@ -40,7 +40,7 @@ from alphaedit_lite.experiments.evaluate import evaluate_requests  # noqa: E402
 from alphaedit_lite.methods.hparams import load_hparams  # noqa: E402
 from alphaedit_lite.locate.keys import context_templates  # noqa: E402
 from alphaedit_lite.methods import apply_method  # noqa: E402
-from alphaedit_lite.model.arch import get_rewrite_weight, set_rewrite_weight  # noqa: E402
+from alphaedit_lite.model.arch import arch_spec, get_rewrite_weight, set_rewrite_weight  # noqa: E402
 from alphaedit_lite.model.loading import load_model
 from alphaedit_lite.locate.requests import load_counterfact  # noqa: E402
 from alphaedit_lite.locate.corpus import corpus_tokens
@@ -214,7 +214,7 @@ def p_table(model, tok, hp, templates, n_edits: int) -> None:
         finally:
             for l, w in original.items():
                 set_rewrite_weight(model, l, w)
-        D = res.deltas[last].to(torch.float64)
+        D = res.deltas[arch_spec(model).rewrite_name(last)].to(torch.float64)
         moved = float(torch.trace(D @ C @ D.T) / torch.trace(W @ C @ W.T)) ** 0.5
         ranks = "/".join(str(pjs[l].kept_rank) for l in hp.layers)
         print(f"| {n:,} | {t_stats:.0f} | {ranks} | {leak:.3f} | {moved:.2e} | {s['efficacy']:.1f} | "

@@ -45,7 +45,10 @@
 # two exercises and the edit explorer take about 16 s of it, the explorer's one edit 11 s; the
 # first run computes the statistics too, about 14 s more); full mode (`ALPHAEDIT_SMALL=0`: 10
 # requests, the shipped 102,400 statistics tokens, 8,192 held-out tokens) about 6 min with cached
-# statistics (328 s measured; the target vectors took 147 s of it).
+# statistics (328 s measured; the target vectors took 147 s of it). Section 8b (how much text P
+# needs) was added later: with it, small mode took 140 s under nbclient on a machine loaded by two
+# other jobs (the section alone 139 s in a one-thread run beside three others); full mode with
+# section 8b has not been timed.
 
 # %%
 # Set-up: the same cell opens every notebook. Where `alphaedit_lite` imports (a checkout after
@@ -663,7 +666,58 @@ assert P_PLUG[strict][:, 0].mean() < min(P_MEMIT[:, 0].mean(), P_STRICT[:, 0].me
 # solve itself looks for the edit within the allowed directions.
 # The library's plug-in (`hparams.project=True` for MEMIT, PRUNE and RECT) projects inside
 # MEMIT's layer loop, so each later layer's residual already sees what the projection removed.
+
+# %% [markdown]
+# ## 8b. How much text does P need?
 #
+# P is only as good as the sample of text it was built from: directions the sample never used look
+# "free" and get written into, even if the next page of text would use them. The paper asks the
+# same question in its Table 6 (P from 10 % of the data kept efficacy on Llama3 but cost some
+# specificity). Here the statistics of the edited layers are accumulated in one pass over a growing
+# prefix of the corpus (`growing_second_moments`), and for each prefix we rebuild P and redo the
+# AlphaEdit edit of this notebook from the same target vectors. Read three things per row: the
+# kept rank at layer L, the share of the **held-out** keys (section 5) that P leaves unprotected,
+# and how far the edit moves their outputs. Use the slider of the spectrum figure to watch the
+# tail of the spectrum fill in as text is added.
+
+# %%
+from alphaedit_lite.locate.stats import growing_second_moments
+
+SIZES = [768, 1536, 3072, N_STATS] if SMALL else [10_240, 25_600, 51_200, N_STATS]
+t0 = time.perf_counter()
+by_size, _ = growing_second_moments(model, tok, LAYERS, SIZES, CORPUS, SEQ)
+same = float((by_size[N_STATS][L].sum - stats[L].sum).abs().max() / stats[L].sum.abs().max())
+assert same < 1e-9, f"the largest prefix should be section 5's statistics (they differ by {same:.1e})"
+growth = {}
+for n in SIZES:
+    pj_n = projectors(by_size[n], hp_alpha.nullspace_threshold, hp_alpha.nullspace_mode, cache=False)
+    res_n = apply_alphaedit(model, tok, reqs, hp_alpha, stats=by_size[n], templates=templates, targets=TR,
+                            progress=False)
+    try:
+        p_n = probs(model, reqs)
+    finally:
+        res_n.restore(model)
+    D = res_n.deltas[spec.rewrite_name(L)].double().cpu()
+    W = ORIGINAL[spec.rewrite_name(L) + ".weight"].double().cpu()
+    growth[n] = dict(pj=pj_n[L], kept=pj_n[L].kept_rank,
+                     leak=float((pj_n[L].P.cpu() @ K0_held[L]).norm() / K0_held[L].norm()),
+                     moved=float((D @ K0_held[L]).norm() / (W @ K0_held[L]).norm()),
+                     flipped=float((p_n[:, 0] > p_n[:, 1]).mean()), p_new=float(p_n[:, 0].mean()))
+assert same_as_original(model)
+print(f"{len(SIZES)} prefixes, statistics and edits: {time.perf_counter() - t0:.0f} s")
+print(f"{'tokens':>8} | kept rank L{L} | held-out ‖PK‖/‖K‖ | held-out ‖ΔK0‖/‖WK0‖ | p(new) > p(true) | mean p(new)")
+for n, g in growth.items():
+    print(f"{n:>8,} | {g['kept']:>12} | {g['leak']:>17.3f} | {g['moved']:>20.2e} | {g['flipped']:>16.0%} | "
+          f"{g['p_new']:.3f}")
+first_n, last_n = SIZES[0], SIZES[-1]
+# measured claims: more text, fewer free directions, less of unseen text left unprotected, and the
+# edit moves unseen text's outputs less
+assert growth[last_n]["kept"] < growth[first_n]["kept"]
+assert growth[last_n]["leak"] < growth[first_n]["leak"]
+assert growth[last_n]["moved"] < growth[first_n]["moved"]
+viz.spectrum_slider({n: g["pj"] for n, g in growth.items()}, title=f"SmolLM2 layer {L}, eigenvalues of C0")
+
+# %% [markdown]
 # ## 9. Your own edits: the edit explorer
 #
 # Type a subject, a prompt with `{}` where the subject goes and a new target, pick MEMIT or

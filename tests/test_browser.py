@@ -47,7 +47,7 @@ class Case:
     slider: bool = True     # has an ipywidgets slider whose driven output must change when moved
 
 
-# Notebooks 03 and 04 are executed headless in CI (tests/test_notebooks.py) but not here: each
+# Notebooks 03, 04 and 06 are executed headless in CI (tests/test_notebooks.py) but not here: each
 # loads SmolLM2 and takes 2-4 minutes headless, which a browser run would add again (CI stays under 30 minutes).
 NOTEBOOKS = [
     Case("00_editing_as_a_tradeoff", min_plotly=1, slider=False),

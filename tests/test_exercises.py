@@ -22,10 +22,11 @@ ROOT = Path(__file__).resolve().parents[1]
 NB_DIR = ROOT / "notebooks"
 F64 = torch.float64
 EXERCISE_NOTEBOOKS = ["00_editing_as_a_tradeoff", "01_null_space_geometry", "02_closed_form_derivation",
-                      "03_editing_a_real_model", "04_memit_vs_alphaedit", "05_hidden_state_drift"]
+                      "03_editing_a_real_model", "04_memit_vs_alphaedit", "05_hidden_state_drift",
+                      "06_locating_facts"]
 # notebooks with conceptual questions whose answers are folded (<details><summary>Answer…</summary>)
 ANSWER_NOTEBOOKS = ["00_editing_as_a_tradeoff", "02_closed_form_derivation", "04_memit_vs_alphaedit",
-                    "05_hidden_state_drift"]
+                    "05_hidden_state_drift", "06_locating_facts"]
 ANSWER_BLOCK = re.compile(r"<details>\s*<summary>\s*Answer\b[^<]*</summary>(.*?)</details>", re.S | re.I)
 HINT_SUMMARY = re.compile(r"<summary>\s*Hint\b", re.I)
 CHECK_CALL = re.compile(r"^\s*(check_\w+)\((\w+)[,)]", re.M)   # check_x(my_fn) or check_x(my_fn, model, ...)
@@ -293,11 +294,53 @@ MISTAKES["check_common_shift_share"] = [
     (lambda H0, H: common_ok(H0, H) * 1.01 + 1e-3, "your share is"),
 ]
 
+
+
+def corrupt_ok(emb, first, last, scale, seed):
+    out = emb.clone()
+    out[first:last + 1] += torch.randn(last - first + 1, emb.shape[1], generator=torch.Generator().manual_seed(seed),
+                                       dtype=emb.dtype) * scale
+    return out
+
+
+def _corrupt_in_place(emb, first, last, scale, seed):
+    emb[first:last + 1] += torch.randn(last - first + 1, emb.shape[1], generator=torch.Generator().manual_seed(seed),
+                                       dtype=emb.dtype) * scale
+    return emb
+
+
+def groups_ok(p, pc, rng):
+    first, last = rng
+    ie = p - pc
+    T = ie.shape[1]
+    spans = [[first], list(range(first + 1, last)), [last], list(range(last + 1, T - 1)), [T - 1]]
+    return torch.stack([ie[:, s].mean(1) if s else torch.full((ie.shape[0],), float("nan"), dtype=ie.dtype)
+                        for s in spans])
+
+
+MISTAKES["check_corrupt_subject"] = [
+    (lambda e, f, l, s, sd: corrupt_ok(e, f, l - 1, s, sd) if l > f else corrupt_ok(e, f, l, s, sd) * 1.1,
+     "Python slices exclude their end"),
+    (lambda e, f, l, s, sd: e + torch.randn(*e.shape, generator=torch.Generator().manual_seed(sd), dtype=e.dtype) * s,
+     "you corrupted every token"),
+    (lambda e, f, l, s, sd: corrupt_ok(e, f, l, 1.0, sd), "the noise is not scaled"),
+    (_corrupt_in_place, "in place"),
+    (lambda e, f, l, s, sd: corrupt_ok(e, f, l, s, sd + 1), "draw the noise with"),
+    (lambda e, f, l, s, sd: corrupt_ok(e, f, l, s, sd)[:-1], "return a tensor of the embeddings' shape"),
+]
+MISTAKES["check_group_effects"] = [
+    (lambda p, pc, r: groups_ok(p + pc, pc, r), "you averaged p_restored itself"),
+    (lambda p, pc, r: groups_ok(p, pc, r).T, "put the 5 groups first"),
+    (lambda p, pc, r: torch.nan_to_num(groups_ok(p, pc, r)), "must be NaN"),
+    (lambda p, pc, r: groups_ok(p, pc, r) * 1.5, "off by"),
+]
+
 REFERENCES = {"check_covariance": cov_ok, "check_projector": proj_ok, "check_grad_J": grad_ok,
               "check_alphaedit_delta": ae_ok, "check_projection": project_ok,
               "check_null_space_share": share_ok, "check_relative_drift": drift_ok,
               "check_null_space_write": ns_write_ok, "check_written_fraction": written_ok,
-              "check_common_shift_share": common_ok}
+              "check_common_shift_share": common_ok, "check_corrupt_subject": corrupt_ok,
+              "check_group_effects": groups_ok}
 
 
 # ------------------------------------------------------------------------------------- checkers
@@ -317,7 +360,8 @@ def test_checker_diagnoses_typical_mistake(checker, wrong, expected):
     assert msg.startswith("✗ ") and expected in msg, msg
 
 
-NEW_CHECKERS = ["check_null_space_write", "check_written_fraction", "check_common_shift_share"]
+NEW_CHECKERS = ["check_null_space_write", "check_written_fraction", "check_common_shift_share",
+                "check_corrupt_subject", "check_group_effects"]
 
 
 @pytest.mark.parametrize("checker,wrong", [
@@ -329,9 +373,10 @@ def test_new_checkers_diagnose_in_one_sentence(checker, wrong):
     assert msg.count(". ") <= 1 and not msg.rstrip().endswith(". "), f"one sentence per mistake: {msg}"
 
 
-@pytest.mark.parametrize("checker", NEW_CHECKERS)
+@pytest.mark.parametrize("checker", [c for c in NEW_CHECKERS if c != "check_corrupt_subject"])
 def test_new_checkers_survive_a_function_that_overwrites_its_inputs(checker, capsys):
-    """The cases are the checker's own: a learner's in-place edit must not corrupt the reference or later cases."""
+    """The cases are the checker's own: a learner's in-place edit must not corrupt the reference or later cases.
+    (check_corrupt_subject is left out: there an in-place edit IS the mistake it names, tested in MISTAKES.)"""
     ref = REFERENCES[checker]
 
     def overwrite(*args):
