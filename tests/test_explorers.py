@@ -355,7 +355,7 @@ def test_scrubber_rejects_bad_folders(tmp_path, runs):
 
 # ============================================================================ notebooks' first cell
 NOTEBOOKS = ["00_editing_as_a_tradeoff", "01_null_space_geometry", "02_closed_form_derivation", "03_editing_a_real_model",
-             "04_memit_vs_alphaedit", "05_hidden_state_drift"]
+             "04_memit_vs_alphaedit", "05_hidden_state_drift", "06_locating_facts"]
 
 
 def _first_code_cell(name: str) -> str:
