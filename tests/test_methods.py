@@ -320,13 +320,13 @@ def test_smollm2_alphaedit_vs_memit_on_heldout_keys():
     from alphaedit_lite.locate.targets import compute_targets
 
     model, tok = ML.load_model("smollm2-135m", device="cpu")
-    hp_m = HP.load_hparams("MEMIT", "smollm2-135m", context_n_prefixes=4)
-    hp_a = HP.load_hparams("AlphaEdit", "smollm2-135m", context_n_prefixes=4)
+    hp_m = HP.load_hparams("MEMIT", "smollm2-135m", context_n_prefixes=2)
+    hp_a = HP.load_hparams("AlphaEdit", "smollm2-135m", context_n_prefixes=2)
     layers = hp_a.layers
     st = S.layer_stats(model, tok, layers, hp_a.mom2_dataset, hp_a.mom2_n_tokens, hp_a.mom2_seq_len, progress=False)
-    # held-out keys: the next 4096 tokens of the same token stream, never seen by the statistics
+    # held-out keys: the next 2048 tokens of the same token stream, never seen by the statistics
     n = hp_a.mom2_n_tokens
-    _, ids, mask = SCO.corpus_tokens(tok, hp_a.mom2_dataset, n + 4096, hp_a.mom2_seq_len, progress=False)
+    _, ids, mask = SCO.corpus_tokens(tok, hp_a.mom2_dataset, n + 2048, hp_a.mom2_seq_len, progress=False)
     ids, mask = ids[n // hp_a.mom2_seq_len:], mask[n // hp_a.mom2_seq_len:]
     test_layers = (layers[0], layers[-1])
     heldout = {}
@@ -335,9 +335,9 @@ def test_smollm2_alphaedit_vs_memit_on_heldout_keys():
             model(input_ids=ids, attention_mask=mask)
         heldout[layer] = tr.input.reshape(-1, tr.input.shape[-1])[mask.reshape(-1).bool()].T.double()
     reqs = EH.REQUESTS[:2]
-    templates = context_templates(model, tok, 4, hp_a.context_prefix_tokens)
+    templates = context_templates(model, tok, 2, hp_a.context_prefix_tokens)
     targets = compute_targets(model, tok, prepare_requests(reqs), layers[-1], templates,
-                              v_num_grad_steps=hp_a.v_num_grad_steps, v_lr=hp_a.v_lr)
+                              v_num_grad_steps=hp_a.v_num_grad_steps, v_lr=hp_a.v_lr, v_dtype=hp_a.v_dtype)
     pjs = S.projectors(st, hp_a.nullspace_threshold, hp_a.nullspace_mode)
     snap = EH.all_params(model)
     before = EH.new_vs_old(model, tok, reqs)

@@ -51,6 +51,7 @@ from alphaedit_lite.model.arch import arch_spec, check_layers, final_norm, get_m
 from alphaedit_lite.model.hooks import block_inputs, run_blocks
 from alphaedit_lite.locate.requests import as_request
 from alphaedit_lite.model.tokens import pad_id
+from alphaedit_lite.util.device import has_fast_bfloat16
 
 __all__ = ["ResidualRunner", "SuffixRunner", "TargetResult", "compute_targets", "target_token_ids", "frozen_params"]
 
@@ -368,7 +369,8 @@ def compute_targets(model, tok, requests, layer: int, templates: Sequence[str] =
     ``v_stop="most_probable"`` also stops a request as soon as every token of its new object is the
     most probable token on every rewriting prompt (ENCORE's "most-probable early stopping", Gupta et
     al. 2025) — typically after a few steps instead of 25. ``v_dtype="bfloat16"`` runs the layers
-    above L and the unembedding under bfloat16 autocast (δ, the loss and Adam stay in float32).
+    above L and the unembedding under bfloat16 autocast (δ, the loss and Adam stay in float32);
+    ``v_dtype="auto"`` does so only where bf16 is fast on the model's device (``has_fast_bfloat16``).
 
     Memory: the requests are optimised in groups of at most ``max_requests`` (None: all at once).
     Each δ_i has its own loss, early stop and Adam state, so grouping changes nothing but rounding;
@@ -377,8 +379,10 @@ def compute_targets(model, tok, requests, layer: int, templates: Sequence[str] =
     """
     if v_stop not in ("loss", "most_probable"):
         raise ValueError(f"v_stop must be 'loss' or 'most_probable', got {v_stop!r}")
-    if v_dtype not in ("float32", "bfloat16"):
-        raise ValueError(f"v_dtype must be 'float32' or 'bfloat16', got {v_dtype!r}")
+    if v_dtype not in ("float32", "bfloat16", "auto"):
+        raise ValueError(f"v_dtype must be 'float32', 'bfloat16' or 'auto', got {v_dtype!r}")
+    if v_dtype == "auto":
+        v_dtype = "bfloat16" if has_fast_bfloat16(next(model.parameters()).device) else "float32"
     requests = [as_request(r) for r in requests]
     if not requests:
         raise ValueError("no requests given")

@@ -64,7 +64,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "fact_token": ("subject_last", "last"),
     "nullspace_mode": MODES,
     "v_stop": ("loss", "most_probable"),
-    "v_dtype": ("float32", "bfloat16"),
+    "v_dtype": ("float32", "bfloat16", "auto"),
 }
 
 
@@ -118,7 +118,8 @@ class TargetHParams(BaseHParams):
     kl_factor: float = 0.0625
     v_early_stop_loss: float = 5e-2
     v_stop: str = "loss"            # "most_probable": also stop once o* is the argmax on every prompt
-    v_dtype: str = "float32"        # "bfloat16": the layers above L run under bf16 autocast
+    v_dtype: str = "float32"        # "bfloat16": the layers above L run under bf16 autocast;
+    #                                 "auto": bf16 where the device has fast bf16 (has_fast_bfloat16)
     mom2_dataset: str = "wikitext-2"
     mom2_n_samples: int = 1000
     mom2_seq_len: int = 128

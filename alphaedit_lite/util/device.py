@@ -31,6 +31,26 @@ def pick_device(preferred: str | torch.device | None = None) -> torch.device:
     return torch.device("cpu")
 
 
+def has_fast_bfloat16(device: str | torch.device) -> bool:
+    """Whether bfloat16 matrix products are likely faster than float32 on ``device``.
+
+    CUDA: when the GPU supports bf16. CPU: only when it has bf16 instructions (``avx512_bf16`` or
+    ``amx_bf16`` on x86, ``bf16`` on Arm, read from Linux's /proc/cpuinfo); elsewhere bf16 on the CPU
+    is emulated and can be slower than float32, so the answer is False. MPS: False (not measured).
+    """
+    dev = torch.device(device)
+    if dev.type == "cuda":
+        return bool(torch.cuda.is_available() and torch.cuda.is_bf16_supported())
+    if dev.type != "cpu":
+        return False
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
+            flags = set(f.read().split())
+    except OSError:
+        return False
+    return bool(flags & {"avx512_bf16", "amx_bf16", "bf16"})
+
+
 def cpu_threads(threads: int | None = None) -> int:
     """Set torch's intra-op CPU threads: ``threads``, or as many as the cores other jobs leave free.
 
