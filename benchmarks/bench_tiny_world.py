@@ -59,7 +59,7 @@ def main(argv=None) -> int:
     from alphaedit_lite.experiments.records import load_run
     from alphaedit_lite.experiments.sequential import hparams_for, prepare, run_methods
     from alphaedit_lite.plots.report import write_report
-    from alphaedit_lite.world.editing import unedited_accuracy, untouched_accuracy, world_stats
+    from alphaedit_lite.world.editing import unedited_accuracy, untouched_accuracy
 
     n_threads = cpu_threads(a.threads)
     load0 = os.getloadavg()[0]

@@ -47,7 +47,7 @@ from typing import Any, Sequence
 import torch
 
 from alphaedit_lite.locate.keys import build_sentences, locate_subject, right_pad
-from alphaedit_lite.model.arch import arch_spec, check_layers, final_norm, get_module, num_layers, unembed
+from alphaedit_lite.model.arch import arch_spec, attention_implementation, check_layers, final_norm, get_module, num_layers, unembed
 from alphaedit_lite.model.hooks import block_inputs, run_blocks
 from alphaedit_lite.locate.requests import as_request
 from alphaedit_lite.model.tokens import pad_id
@@ -390,19 +390,23 @@ def compute_targets(model, tok, requests, layer: int, templates: Sequence[str] =
     n = num_layers(model)
     if not templates or templates[0] != "{}":
         raise ValueError("templates[0] must be the plain template '{}'")
+    kw = dict(v_num_grad_steps=v_num_grad_steps, v_lr=v_lr, v_weight_decay=v_weight_decay,
+              clamp_norm_factor=clamp_norm_factor, kl_factor=kl_factor, v_early_stop_loss=v_early_stop_loss,
+              kl_prompt=kl_prompt, fact_token=fact_token, verbose=verbose, cache_prefix=cache_prefix,
+              v_stop=v_stop, v_dtype=v_dtype)
+    device = next(model.parameters()).device
+    if v_dtype == "bfloat16" and device.type == "cpu" and \
+            getattr(getattr(model, "config", None), "_attn_implementation", None) == "sdpa":
+        # bf16 SDPA's backward is slow on the CPU: eager attention for this call (see attention_implementation)
+        with attention_implementation(model, "eager"):
+            return compute_targets(model, tok, requests, layer, templates, max_requests=max_requests, **kw)
     if max_requests is not None and len(requests) > max_requests > 0:
-        parts = [compute_targets(model, tok, requests[i:i + max_requests], layer, templates,
-                                 v_num_grad_steps=v_num_grad_steps, v_lr=v_lr, v_weight_decay=v_weight_decay,
-                                 clamp_norm_factor=clamp_norm_factor, kl_factor=kl_factor,
-                                 v_early_stop_loss=v_early_stop_loss, kl_prompt=kl_prompt, fact_token=fact_token,
-                                 verbose=verbose, cache_prefix=cache_prefix, v_stop=v_stop, v_dtype=v_dtype,
-                                 max_requests=None)
+        parts = [compute_targets(model, tok, requests[i:i + max_requests], layer, templates, max_requests=None, **kw)
                  for i in range(0, len(requests), max_requests)]
         return TargetResult(z=torch.cat([p.z for p in parts], 1), h=torch.cat([p.h for p in parts], 1),
                             delta=torch.cat([p.delta for p in parts], 1), layer=layer,
                             stats=[st for p in parts for st in p.stats], seconds=sum(p.seconds for p in parts))
     t0 = time.perf_counter()
-    device = next(model.parameters()).device
     u, T = len(requests), len(templates)
 
     # ---- sequences: T rewriting rows + 1 KL row per request --------------------------------

@@ -25,6 +25,7 @@ rewrite module stores its weight as ``(d_in, d_out)`` like GPT-2's ``Conv1D``.
 """
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -390,3 +391,25 @@ def embed(model: torch.nn.Module) -> torch.nn.Module:
         raise
 
 
+
+
+@contextmanager
+def attention_implementation(model: torch.nn.Module, impl: str):
+    """Run the model with transformers' attention implementation ``impl`` ("eager", "sdpa", ...) inside
+    the block, and put the previous one back afterwards, also on error.
+
+    Why: on the CPU with torch 2.13, the backward pass of ``scaled_dot_product_attention`` in bfloat16
+    is about ten times slower than in float32 and ate the whole bf16 gain of the target optimisation
+    (profile in benchmarks/README.md); eager attention runs its two small matrix products in bf16.
+    Models without a transformers config (the kit's own organisms) are left as they are.
+    """
+    config = getattr(model, "config", None)
+    old = getattr(config, "_attn_implementation", None)
+    if old is None or old == impl:
+        yield
+        return
+    config._attn_implementation = impl
+    try:
+        yield
+    finally:
+        config._attn_implementation = old
