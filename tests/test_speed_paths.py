@@ -436,7 +436,11 @@ def test_auto_v_dtype_resolves_to_bfloat16_only_where_it_is_fast(tiny, monkeypat
     from alphaedit_lite.util import device as DV
 
     assert DV.has_fast_bfloat16("mps") is False
-    assert isinstance(DV.has_fast_bfloat16("cpu"), bool)
+    for flags, fast in (({"avx2", "avx512f"}, False), ({"avx512f", "avx512_bf16"}, True), ({"amx_bf16"}, True),
+                        ({"asimd", "bf16"}, True), (set(), False)):
+        monkeypatch.setattr(DV, "_cpu_flags", lambda flags=flags: frozenset(flags))
+        assert DV.has_fast_bfloat16("cpu") is fast, flags
+    monkeypatch.undo()
     model, tok = tiny
     reqs = EH.TINY_REQUESTS[:2]
     kw = dict(v_num_grad_steps=4, v_lr=0.5, clamp_norm_factor=4.0, v_early_stop_loss=0.0)

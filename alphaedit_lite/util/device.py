@@ -4,6 +4,7 @@ Never hard-code `.cuda()` anywhere in the kit: call `pick_device()` (or pass `de
 """
 from __future__ import annotations
 
+import functools
 import os
 
 import torch
@@ -41,14 +42,17 @@ def has_fast_bfloat16(device: str | torch.device) -> bool:
     dev = torch.device(device)
     if dev.type == "cuda":
         return bool(torch.cuda.is_available() and torch.cuda.is_bf16_supported())
-    if dev.type != "cpu":
-        return False
+    return dev.type == "cpu" and bool(_cpu_flags() & {"avx512_bf16", "amx_bf16", "bf16"})
+
+
+@functools.lru_cache(maxsize=1)
+def _cpu_flags() -> frozenset[str]:
+    """The words of Linux's /proc/cpuinfo (read once per process); empty where there is none."""
     try:
         with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
-            flags = set(f.read().split())
+            return frozenset(f.read().split())
     except OSError:
-        return False
-    return bool(flags & {"avx512_bf16", "amx_bf16", "bf16"})
+        return frozenset()
 
 
 def cpu_threads(threads: int | None = None) -> int:
