@@ -298,6 +298,13 @@ def test_facts_the_model_knows_keeps_only_top1_answers():
     assert len(facts_the_model_knows(model, tok, good[:2], 5)) == 2             # fewer when the facts run out
     with pytest.raises(ValueError, match="n must be"):
         facts_the_model_knows(model, tok, good, 0)
+    lengths = [len(tok(p).input_ids) for p, _, _ in good]
+    cap = sorted(lengths)[len(lengths) // 2]
+    short = facts_the_model_knows(model, tok, good, 6, max_tokens=cap)
+    assert len(set(lengths)) > 1, "the test needs prompts of different lengths"
+    assert short == [g for g, n in zip(good, lengths) if n <= cap] and 0 < len(short) < len(good)
+    with pytest.raises(ValueError, match="max_tokens must be"):
+        facts_the_model_knows(model, tok, good, 1, max_tokens=0)
 
 
 def test_world_swap_pairs_share_a_phrasing_and_differ_in_answer():

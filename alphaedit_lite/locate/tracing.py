@@ -246,21 +246,28 @@ def trace(model, tok, prompt: str, subject: str, answer: str | None = None, *,
                        meta={"noise": noise, "seed": seed, "kinds": kinds})
 
 
-def facts_the_model_knows(model, tok, facts, n: int) -> list[tuple[str, str, str]]:
+def facts_the_model_knows(model, tok, facts, n: int, max_tokens: int | None = None) -> list[tuple[str, str, str]]:
     """The first ``n`` facts whose answer's first token is the model's top-1 next token.
 
     ``facts``: (prompt, subject, answer) triples or objects with ``.prompt``, ``.subject`` and
     ``.attribute`` (ROME's known facts, :func:`alphaedit_lite.locate.requests.load_knowns`). Causal
     tracing only makes sense on facts the model knows: ROME traces its known-facts set for this
-    reason. Returns (prompt, subject, answer) triples, fewer than ``n`` if the facts run out.
+    reason. ``max_tokens``: skip prompts longer than this many tokens (a trace of a T-token prompt
+    runs about 3·T·n_layers restorations of T tokens each, so its cost grows as T²; small modes use
+    this to stay quick). Returns (prompt, subject, answer) triples, fewer than ``n`` if the facts
+    run out.
     """
     if n < 1:
         raise ValueError(f"n must be >= 1 (how many known facts to return), got {n}")
+    if max_tokens is not None and max_tokens < 1:
+        raise ValueError(f"max_tokens must be None or >= 1 (the longest prompt to keep, in tokens), got {max_tokens}")
     device = next(model.parameters()).device
     out = []
     for f in facts:
         prompt, subject, answer = f if isinstance(f, tuple) else (f.prompt, f.subject, f.attribute)
         ids = tok(prompt, return_tensors="pt").input_ids.to(device)
+        if max_tokens is not None and ids.shape[1] > max_tokens:
+            continue
         with torch.no_grad():
             top = int(model(input_ids=ids).logits[0, -1].argmax())
         if top == _answer_token(tok, answer):
