@@ -58,8 +58,10 @@ def figures(model, tok, reqs) -> str:
     return " / ".join(f"{s[k]:5.1f}" for k in ("efficacy", "generalization", "specificity"))
 
 
-def run_window(model, tok, reqs, layers, method, batch, progress, stats_tokens=None) -> tuple[str, float]:
+def run_window(model, tok, reqs, layers, method, batch, progress, stats_tokens=None, steps=None) -> tuple[str, float]:
     hp = load_hparams(method, "smollm2-135m").replace(layers=layers)
+    if steps:
+        hp = hp.replace(v_num_grad_steps=steps)
     if stats_tokens:
         hp = hp.replace(mom2_n_samples=max(1, stats_tokens // hp.mom2_seq_len))
     templates = context_templates(model, tok, hp.context_n_prefixes, hp.context_prefix_tokens)
@@ -99,8 +101,12 @@ def main(argv=None):
     ap.add_argument("--batch", type=int, default=10)
     ap.add_argument("--stats-tokens", type=int, default=0,
                     help="corpus tokens for the key statistics (0: the shipped hparams' 102,400; smaller only for a smoke run)")
+    ap.add_argument("--steps", type=int, default=0,
+                    help="target-optimisation steps (0: the shipped hparams' 25; fewer only for a smoke run)")
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: leave as is)")
     args = ap.parse_args(argv)
+    if args.steps < 0:
+        raise SystemExit(f"--steps must be ≥ 0 (0: the shipped hparams' value), got {args.steps}")
     if args.threads:
         torch.set_num_threads(args.threads)
     windows = [parse_window(w) for w in args.windows.split(",")]
@@ -116,7 +122,7 @@ def main(argv=None):
     print(f"{'unedited':>8}  {figures(model, tok, reqs)}")
     for layers in windows:
         out, sec = run_window(model, tok, reqs, layers, args.method, args.batch, progress=False,
-                              stats_tokens=args.stats_tokens)
+                              stats_tokens=args.stats_tokens, steps=args.steps)
         print(f"{layers[0]:>4}-{layers[-1]:<3}  {out}   {sec:.0f} s", flush=True)
 
 

@@ -291,7 +291,7 @@ def test_bench_vs_reference_smoke(tmp_path):
 def test_bench_layer_windows_smoke():
     """Two one-layer windows on two shipped requests: a row per window, weights restored (it asserts so)."""
     proc = subprocess.run([sys.executable, str(REPO / "benchmarks" / "bench_layer_windows.py"), "--windows", "5-5,2-2",
-                           "--n", "2", "--batch", "2", "--stats-tokens", "2048", "--threads", "1"],
+                           "--n", "2", "--batch", "2", "--stats-tokens", "2048", "--steps", "5", "--threads", "1"],
                           cwd=REPO, capture_output=True, text=True, timeout=1200)
     assert proc.returncode == 0, proc.stderr[-3000:]
     rows = [ln.split() for ln in proc.stdout.splitlines() if ln.strip().startswith(("unedited", "5-5", "2-2"))]
