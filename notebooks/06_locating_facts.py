@@ -39,10 +39,11 @@
 # enough to follow the argument; the exercises use only torch.
 #
 # **Expected run time** (measured with nbclient on a shared 2-core CPU that other jobs kept busy):
-# small mode (default, `ALPHAEDIT_SMALL=1`: 3 SmolLM2 facts, 10 facts and 60 patching pairs per
-# organism) about 3.5 min (197 s under nbclient, 221-248 s as a one-thread script, on a machine
-# that two other jobs kept busy); full mode (`ALPHAEDIT_SMALL=0`: 20 SmolLM2 facts, 40 facts and
-# 300 pairs per organism) has not been timed: from the small-mode cells, an estimate of about 12 min.
+# small mode (default, `ALPHAEDIT_SMALL=1`: 3 SmolLM2 facts with prompts of at most 11 tokens, 10
+# facts and 60 patching pairs per organism) about 2.5 min (139 s under nbclient while a long
+# background run shared the machine; 308 s before the 11-token limit, same conditions); full mode
+# (`ALPHAEDIT_SMALL=0`: 20 SmolLM2 facts, 40 facts and 300 pairs per organism) has not been timed:
+# from the small-mode cells, an estimate of about 12 min.
 
 # %%
 # Set-up: the same cell opens every notebook. Where `alphaedit_lite` imports (a checkout after
@@ -100,6 +101,7 @@ if device.type == "cpu":
     cpu_threads()  # only the cores other jobs leave free
 T_START = time.perf_counter()
 N_SMOL, N_WORLD, N_PAIRS = (3, 10, 60) if SMALL else (20, 40, 300)
+MAX_TOKENS = 11 if SMALL else None   # small mode: prompts of ≤ 11 tokens (a trace costs ∝ tokens²)
 print(f"torch threads: {torch.get_num_threads()}")
 
 
@@ -125,7 +127,7 @@ def show(fig):
 
 # %%
 model, tok = load_model("smollm2-135m", device=device)
-facts = facts_the_model_knows(model, tok, load_knowns(), N_SMOL)
+facts = facts_the_model_knows(model, tok, load_knowns(), N_SMOL, max_tokens=MAX_TOKENS)
 for p, s, a in facts:
     print(f"{p!r} → {a!r}   (subject {s!r})")
 assert len(facts) == N_SMOL
