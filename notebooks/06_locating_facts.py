@@ -41,7 +41,7 @@
 # **Expected run time** (measured with nbclient on a shared 2-core CPU that other jobs kept busy):
 # small mode (default, `ALPHAEDIT_SMALL=1`: 3 SmolLM2 facts with prompts of at most 11 tokens, 10
 # facts and 60 patching pairs per organism) about 2.5 min (139 s under nbclient while a long
-# background run shared the machine; 308 s before the 11-token limit, same conditions); full mode
+# background run shared the machine; 277 s before the 11-token limit, same conditions); full mode
 # (`ALPHAEDIT_SMALL=0`: 20 SmolLM2 facts, 40 facts and 300 pairs per organism) has not been timed:
 # from the small-mode cells, an estimate of about 12 min.
 
