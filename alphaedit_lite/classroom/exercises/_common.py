@@ -7,7 +7,7 @@ from __future__ import annotations
 import inspect
 import re
 from dataclasses import dataclass
-from typing import Callable
+from typing import Any, Callable
 
 import torch
 
@@ -54,10 +54,10 @@ def _clone(a):
     return a.clone() if isinstance(a, torch.Tensor) else a
 
 
-def _call(fn: Callable, case: _Case) -> torch.Tensor:
-    """Run the learner's function on copies of the case's inputs; return its answer as a tensor."""
+def _invoke(fn: Callable, case: _Case, args) -> Any:
+    """Call the learner's function on ``args``; a raise or a missing ``return`` becomes one-sentence advice."""
     try:
-        out = fn(*[_clone(a) for a in case.args])
+        out = fn(*args)
     except NotImplementedError as exc:
         raise _fail(fn, None, f"not written yet ({exc}): replace the `raise NotImplementedError` line "
                               "with your code, run that cell, then run this one again") from None
@@ -65,6 +65,12 @@ def _call(fn: Callable, case: _Case) -> torch.Tensor:
         raise _fail(fn, case, f"your function raised {type(exc).__name__}: {exc}") from exc
     if out is None:
         raise _fail(fn, case, "your function returned None: did you forget the `return`?")
+    return out
+
+
+def _call(fn: Callable, case: _Case) -> torch.Tensor:
+    """Run the learner's function on copies of the case's inputs; return its answer as a tensor."""
+    out = _invoke(fn, case, [_clone(a) for a in case.args])
     if not isinstance(out, torch.Tensor):
         try:
             out = torch.as_tensor(out)

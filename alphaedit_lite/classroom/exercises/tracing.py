@@ -8,7 +8,7 @@ from typing import Callable
 import torch
 
 from alphaedit_lite.classroom.exercises._common import (F64, MATCH_RTOL, _Case, _rel, _require_callable, _fail, _call,
-                                                        _diagnose, _ok)
+                                                        _invoke, _diagnose, _ok)
 
 
 # ------------------------------------------------------------------------ causal tracing (notebook 06)
@@ -34,15 +34,7 @@ def check_corrupt_subject(fn: Callable) -> None:
     for case in cases:
         emb, first, last, scale, seed = case.args
         original = emb.clone()
-        try:
-            out = fn(emb, first, last, scale, seed)
-        except NotImplementedError as exc:
-            raise _fail(fn, None, f"not written yet ({exc}): replace the `raise NotImplementedError` line "
-                                  "with your code, run that cell, then run this one again") from None
-        except Exception as exc:  # noqa: BLE001 - the learner's code may raise anything; report it in one line
-            raise _fail(fn, case, f"your function raised {type(exc).__name__}: {exc}") from exc
-        if out is None:
-            raise _fail(fn, case, "your function returned None: did you forget the `return`?")
+        out = _invoke(fn, case, (emb, first, last, scale, seed))      # uncloned: in-place edits are checked below
         if not torch.equal(emb, original):
             raise _fail(fn, case, "you changed the input embeddings in place; clone them first, because the clean "
                                   "run (and every restored run) needs them unchanged")
