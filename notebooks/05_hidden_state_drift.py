@@ -43,8 +43,9 @@
 # **Expected run time** (measured with nbclient on a shared 2-core CPU that other jobs kept busy):
 # small mode (default, `ALPHAEDIT_SMALL=1`: 300 tiny-world edits in batches of 30 per run, or the
 # finished `alphaedit-lite demo` runs when they exist; the shipped SmolLM2 records) about 5 min on a
-# first run with an empty cache (294–299 s) and 1.5–2.5 min when the runs and statistics are
-# cached (90–132 s; notebook 04 makes the same runs); full mode (`ALPHAEDIT_SMALL=0`: 2,000 edits
+# first run with an empty cache (294–299 s) and about 1 min when the runs and statistics are
+# cached (58 s, one thread; 90–132 s before the figure and the table shared their t-SNE; notebook 04
+# makes the same runs); full mode (`ALPHAEDIT_SMALL=0`: 2,000 edits
 # in batches of 100 per run, 10 SmolLM2 edits per method) about 15 min (883 s) after notebook 04
 # made the runs, about 7 min more when this notebook has to make them. (Measured before section 5
 # loaded the shipped records instead of making a 4-edit SmolLM2 run, which made it faster.)

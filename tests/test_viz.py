@@ -323,3 +323,23 @@ def test_spectrum_slider_has_one_step_per_size_and_shows_the_last():
     assert f"kept rank {pjs[400].kept_rank}/16" in fig.layout.title.text
     with pytest.raises(ValueError, match="empty"):
         spectrum_slider({})
+
+
+def test_embed_2d_remembers_a_tsne_without_changing_it():
+    """The figure and the table of notebook 05 share one t-SNE: the remembered embedding is the
+    fresh one, a caller that modifies its copy does not change it, and other points are recomputed."""
+
+    from alphaedit_lite.experiments import drift
+
+    rng = np.random.default_rng(0)
+    a, b = rng.normal(size=(40, 8)), rng.normal(size=(40, 8)) + 0.5
+    drift._EMBED_CACHE.clear()
+    za, zb = drift.embed_2d(a, b, method="tsne")
+    assert len(drift._EMBED_CACHE) == 1
+    za[:] = 0.0                                          # the caller's copy, not the remembered one
+    za2, zb2 = drift.embed_2d(a, b, method="tsne")
+    drift._EMBED_CACHE.clear()
+    za3, zb3 = drift.embed_2d(a, b, method="tsne")       # computed afresh
+    assert np.array_equal(za2, za3) and np.array_equal(zb2, zb3) and np.array_equal(zb, zb3)
+    zc, _ = drift.embed_2d(a, b + 1.0, method="tsne")    # other points: another embedding
+    assert len(drift._EMBED_CACHE) == 2 and not np.allclose(zc, za3)

@@ -62,10 +62,24 @@ def relative_drift(before: torch.Tensor, after: torch.Tensor) -> float:
     return float((num / den).mean())
 
 
+_EMBED_CACHE: dict = {}   # (method, seed, digest of the points) -> embedding; a t-SNE takes seconds
+_EMBED_CACHE_SIZE = 32
+
+
 def embed_2d(before: np.ndarray, after: np.ndarray, method: str = "pca", seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """Project both point clouds into one 2-D embedding (fitted on their union)."""
+    """Project both point clouds into one 2-D embedding (fitted on their union).
+
+    The last few embeddings are remembered (keyed by the points' bytes), so a figure and a table of
+    the same states share one t-SNE; the result is a copy, identical to a fresh computation.
+    """
+    import hashlib
+
     before, after = np.asarray(before, dtype=np.float64), np.asarray(after, dtype=np.float64)
     both = np.concatenate([before, after])
+    key = (method, seed, len(before), both.shape, hashlib.sha1(np.ascontiguousarray(both).tobytes()).hexdigest())
+    if key in _EMBED_CACHE:
+        z = _EMBED_CACHE[key].copy()
+        return z[: len(before)], z[len(before):]
     if method == "pca":
         from sklearn.decomposition import PCA
         z = PCA(n_components=2, random_state=seed).fit_transform(both)
@@ -75,6 +89,9 @@ def embed_2d(before: np.ndarray, after: np.ndarray, method: str = "pca", seed: i
         z = TSNE(n_components=2, random_state=seed, init="pca", perplexity=perplexity).fit_transform(both)
     else:
         raise ValueError(f"unknown embedding method {method!r}; choose 'pca' or 'tsne'")
+    if len(_EMBED_CACHE) >= _EMBED_CACHE_SIZE:
+        _EMBED_CACHE.pop(next(iter(_EMBED_CACHE)))
+    _EMBED_CACHE[key] = z.copy()
     return z[: len(before)], z[len(before):]
 
 
