@@ -48,7 +48,8 @@
 # statistics (328 s measured; the target vectors took 147 s of it). Section 8b (how much text P
 # needs) was added later: with it, small mode took 140 s under nbclient on a machine loaded by two
 # other jobs (the section alone 139 s in a one-thread run beside three others); full mode with
-# section 8b has not been timed.
+# section 8b took 513 s (about 8.5 min) under nbclient with cached statistics, one thread, beside a
+# one-thread training run: section 8b 237 s of it, the target vectors 121 s.
 
 # %%
 # Set-up: the same cell opens every notebook. Where `alphaedit_lite` imports (a checkout after
