@@ -46,6 +46,17 @@ def test_tokenizer_splits_names_and_keeps_objects_whole(small_world):
         build_subword_tokenizer(small_world, texts, vocab_size=10)
 
 
+def test_whole_last_names_put_who_it_is_in_one_token(small_world):
+    """whole_last_names: each last name is one token (a first name stays in pieces); decoding is unchanged."""
+    texts = small_world.training_sentences() + background_sentences(small_world, "train", 400)
+    tok = build_subword_tokenizer(small_world, texts, vocab_size=300, whole_last_names=True)
+    assert all(len(tok(" " + n, add_special_tokens=False).input_ids) == 1 for n in small_world.last_names)
+    s = small_world.subjects[0]
+    ids = tok(s, add_special_tokens=False).input_ids
+    assert len(ids) >= 2 and tok.decode(ids) == s
+    assert tok.convert_ids_to_tokens(ids[-1]) == small_world.last_names[0]
+
+
 def test_local_layers_cannot_see_far_back(small_world):
     texts = small_world.training_sentences()
     tok = build_subword_tokenizer(small_world, texts, vocab_size=300)
@@ -118,3 +129,11 @@ def test_family_names_share_everything_but_the_last_part():
         generate_world(n_subjects=30, names="other")
     with pytest.raises(ValueError, match="family_size"):
         generate_world(n_subjects=30, names="families", family_size=1)
+
+
+def test_subword_dir_can_be_redirected(monkeypatch, tmp_path):
+    """$ALPHAEDIT_SUBWORD_DIR points every command at a retrained design; without it, the shipped one."""
+    monkeypatch.delenv("ALPHAEDIT_SUBWORD_DIR", raising=False)
+    assert default_subword_dir().name == "subword_world"
+    monkeypatch.setenv("ALPHAEDIT_SUBWORD_DIR", str(tmp_path))
+    assert default_subword_dir() == tmp_path

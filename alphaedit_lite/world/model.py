@@ -109,10 +109,18 @@ def default_world_dir() -> Path:
 
 
 def default_subword_dir() -> Path:
-    """Where the shipped subword world lives: `data/subword_world/` in the project (or the installed data)."""
+    """Where the subword world lives: `data/subword_world/` in the project (or the installed data).
+
+    ``$ALPHAEDIT_SUBWORD_DIR`` overrides it, so that a retrained design (``python -m
+    alphaedit_lite.world train-subword --out DIR``) runs through every command of the kit, e.g.
+    ``ALPHAEDIT_SUBWORD_DIR=DIR alphaedit-lite sequential --model subword-world``.
+    """
+    import os
+
     from alphaedit_lite.util.paths import DATA_DIR
 
-    return DATA_DIR / "subword_world"
+    env = os.environ.get("ALPHAEDIT_SUBWORD_DIR")
+    return Path(env) if env else DATA_DIR / "subword_world"
 
 
 def load_world_model(path: str | Path, device=None):

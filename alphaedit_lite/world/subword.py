@@ -51,15 +51,18 @@ SUBWORD_DEFAULTS = dict(n_subjects=2000, seed=0, names="unique", family_size=10,
                         name_weight=1.0, d_model=128, n_layers=4, n_local=2, window=3, n_heads=4, d_mlp=1024,
                         global_mlps=False, vocab_size=1200, background_share=0.25, warmup=100,
                         weight_decay=0.1, threads=1, max_pack=3, pack_prob=0.25, warm_subjects=400,
-                        warm_steps=2000, warm_target=0.9)
+                        warm_steps=2000, warm_target=0.9, whole_last_names=False)
 
 
-def build_subword_tokenizer(world: World, texts: list[str], vocab_size: int = 1200):
+def build_subword_tokenizer(world: World, texts: list[str], vocab_size: int = 1200, whole_last_names: bool = False):
     """A BPE `PreTrainedTokenizerFast` trained on ``texts``; every object of the world is one token.
 
     Names are split into pieces (the shipped world: 3.4 tokens per last name on average, none in
     one piece); objects, which occur hundreds of times, end up as single tokens; an object that BPE
     left in pieces is added as a whole-word token, so that every answer is one next-token prediction.
+    ``whole_last_names``: every last name is also added as one whole-word token, so that who a
+    subject is sits at the name's last token alone (the first name, from a small shared pool, stays
+    in BPE pieces and says nothing about the subject's facts).
     """
     from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
@@ -78,6 +81,8 @@ def build_subword_tokenizer(world: World, texts: list[str], vocab_size: int = 12
     split = [o for o in objects if len(tok(" " + o, add_special_tokens=False).input_ids) != 1]
     if split:
         tok.add_tokens([AddedToken(o, single_word=True) for o in split])
+    if whole_last_names:
+        tok.add_tokens([AddedToken(n, single_word=True) for n in world.last_names])
     return tok
 
 
@@ -145,7 +150,7 @@ def train_subword_world(world: World | None = None, log=print, **overrides):
         facts_text = world.training_sentences()
         n_bg = int(round(len(facts_text) * s["background_share"] / (1 - s["background_share"])))
         bg = background_sentences(world, "train", n_bg)
-        tok = build_subword_tokenizer(world, facts_text + bg, s["vocab_size"])
+        tok = build_subword_tokenizer(world, facts_text + bg, s["vocab_size"], s["whole_last_names"])
         model = make_subword_model(tok, seed=s["seed"], d_model=s["d_model"], n_layers=s["n_layers"],
                                    n_local=s["n_local"], window=s["window"], n_heads=s["n_heads"],
                                    d_mlp=s["d_mlp"], global_mlps=s["global_mlps"])
