@@ -137,3 +137,6 @@ def test_subword_dir_can_be_redirected(monkeypatch, tmp_path):
     assert default_subword_dir().name == "subword_world"
     monkeypatch.setenv("ALPHAEDIT_SUBWORD_DIR", str(tmp_path))
     assert default_subword_dir() == tmp_path
+    monkeypatch.setenv("ALPHAEDIT_SUBWORD_DIR", str(tmp_path / "missing"))
+    with pytest.raises(FileNotFoundError, match="ALPHAEDIT_SUBWORD_DIR=.*unset it"):
+        default_subword_dir()

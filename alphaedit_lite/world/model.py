@@ -120,7 +120,13 @@ def default_subword_dir() -> Path:
     from alphaedit_lite.util.paths import DATA_DIR
 
     env = os.environ.get("ALPHAEDIT_SUBWORD_DIR")
-    return Path(env) if env else DATA_DIR / "subword_world"
+    if not env:
+        return DATA_DIR / "subword_world"
+    if not Path(env).is_dir():
+        raise FileNotFoundError(f"ALPHAEDIT_SUBWORD_DIR={env} is not a folder: point it at a folder written by "
+                                "`python -m alphaedit_lite.world train-subword --out DIR`, or unset it to use the "
+                                "shipped subword world")
+    return Path(env)
 
 
 def load_world_model(path: str | Path, device=None):
