@@ -10,7 +10,8 @@ Prints, for the model's shipped AlphaEdit settings (layers 4-8, 11 context templ
      (ENCORE's: also stop once the new object is the argmax on every prompt);
    - ``v_dtype``: "float32" or "bfloat16" (the layers above L under bf16 autocast; δ, loss, Adam float32);
    with seconds per edit, steps, the target probability reached and δ's distance from the slow path's;
-3. the key statistics + P of layers 4-8 over 102,400 WikiText-2 tokens (recomputed, not cached);
+3. the key statistics + P of layers 4-8 over 102,400 WikiText-2 tokens (recomputed, not cached),
+   and the statistics pass alone with float64 against float32 batch products (``--only-stats``: only this);
 4. quality: one AlphaEdit batch from each lever's targets, with efficacy / generalization / specificity;
 5. with ``--p-table``: how many tokens P needs (the paper's Table 6 question): for 10k-100k tokens,
    the kept rank, the leak ‖P K‖/‖K‖ of held-out WikiText keys (what bounds ‖ΔK0‖ there), and
@@ -22,6 +23,7 @@ Run: .venv/bin/python benchmarks/bench_speed_smollm2.py --threads 2             
      .venv/bin/python benchmarks/bench_speed_smollm2.py --threads 2 --p-table    (about 15 minutes)
      .venv/bin/python benchmarks/bench_speed_smollm2.py --threads 1 --only-p-table (about 15 minutes)
      .venv/bin/python benchmarks/bench_speed_smollm2.py --threads 1 --profile 5    (about 3 minutes)
+     .venv/bin/python benchmarks/bench_speed_smollm2.py --threads 2 --only-stats   (about 4 minutes)
 The quality of the fast path over whole sequential runs is measured with the `sequential` command;
 benchmarks/README.md has both tables and the commands.
 """
@@ -62,6 +64,42 @@ def reference_pass(model, tok) -> float:
     return best
 
 
+def statistics_and_p(model, tok, hp, ref: float):
+    """Key statistics of the edited layers (recomputed, not cached) and P, timed; then `stats_products`."""
+    n_tok = hp.mom2_n_samples * hp.mom2_seq_len
+    t0 = time.perf_counter()
+    stats = layer_stats(model, tok, hp.layers, hp.mom2_dataset, n_tok, hp.mom2_seq_len, cache=False, progress=False)
+    clear_projector_memo()                          # P from scratch, not from memory
+    t1 = time.perf_counter()
+    projectors(stats, hp.nullspace_threshold, hp.nullspace_mode, cache=False)
+    t2 = time.perf_counter()
+    print(f"\nkey statistics, layers {hp.layers}, {n_tok:,} tokens: {t1 - t0:.1f} s "
+          f"({(t1 - t0) / ref:.0f} reference passes); P for all layers: {t2 - t1:.1f} s; total {t2 - t0:.1f} s")
+    stats_products(model, tok, hp, ref)
+    return stats
+
+
+def stats_products(model, tok, hp, ref: float) -> None:
+    """The same statistics with float64 batch products (the path before session 13) beside the default
+    float32 products summed in float64: seconds, the largest entry difference and the kept ranks."""
+    n_tok = hp.mom2_n_samples * hp.mom2_seq_len
+    _, ids, mask = corpus_tokens(tok, hp.mom2_dataset, n_tok, hp.mom2_seq_len, progress=False)
+    t0 = time.perf_counter()
+    slow = collect_second_moments(model, ids, mask, hp.layers, progress=False, batch_dtype=torch.float64)
+    t1 = time.perf_counter()
+    fast = collect_second_moments(model, ids, mask, hp.layers, progress=False)
+    t2 = time.perf_counter()
+    diff = max(float((fast[l].cov - slow[l].cov).abs().max() / slow[l].cov.abs().max()) for l in hp.layers)
+    clear_projector_memo()
+    ranks = {name: [pj.kept_rank for pj in projectors(st, hp.nullspace_threshold, hp.nullspace_mode,
+                                                        cache=False).values()]
+             for name, st in (("float64", slow), ("float32", fast))}
+    print(f"statistics only (no corpus reading), float64 batch products: {t1 - t0:.1f} s ({(t1 - t0) / ref:.1f} "
+          f"reference passes); float32 products summed in float64 (the default): {t2 - t1:.1f} s "
+          f"({(t2 - t1) / ref:.1f}); ratio {(t1 - t0) / (t2 - t1):.2f}x; largest |ΔC| / max|C| {diff:.1e}; kept ranks "
+          f"float64 {ranks['float64']}, float32 {ranks['float32']}")
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--model", default="smollm2-135m")
@@ -70,6 +108,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--p-table", action="store_true", help="also measure how many tokens P needs")
     p.add_argument("--p-edits", type=int, default=50, help="edits per row of the P table")
     p.add_argument("--only-p-table", action="store_true", help="print only the reference pass and the P table")
+    p.add_argument("--only-stats", action="store_true",
+                   help="print only the reference pass and the statistics timings (float32 against float64 products)")
     p.add_argument("--profile", type=int, default=0, metavar="N",
                    help="only profile the target optimisation of N requests (slow and fastest path) with the "
                         "PyTorch profiler and print the top operators")
@@ -86,6 +126,9 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.only_p_table:
         p_table(model, tok, hp, templates, args.p_edits)
+        return 0
+    if args.only_stats:
+        statistics_and_p(model, tok, hp, ref)
         return 0
 
     # ---- 2. target optimisation, lever by lever ------------------------------------------------
@@ -113,15 +156,7 @@ def main(argv: list[str] | None = None) -> int:
               f"{prob:.3f} | {diff:.3f} |", flush=True)
 
     # ---- 3. statistics + P ---------------------------------------------------------------------
-    n_tok = hp.mom2_n_samples * hp.mom2_seq_len
-    t0 = time.perf_counter()
-    stats = layer_stats(model, tok, hp.layers, hp.mom2_dataset, n_tok, hp.mom2_seq_len, cache=False, progress=False)
-    clear_projector_memo()                          # P from scratch, not from memory
-    t1 = time.perf_counter()
-    projectors(stats, hp.nullspace_threshold, hp.nullspace_mode, cache=False)
-    t2 = time.perf_counter()
-    print(f"\nkey statistics, layers {hp.layers}, {n_tok:,} tokens: {t1 - t0:.1f} s "
-          f"({(t1 - t0) / ref:.0f} reference passes); P for all layers: {t2 - t1:.1f} s; total {t2 - t0:.1f} s")
+    stats = statistics_and_p(model, tok, hp, ref)
 
     # ---- quality: the same AlphaEdit batch from each lever's targets ---------------------------
     print(f"\nquality: one AlphaEdit batch of the {len(reqs)} requests from each row's targets (same statistics "

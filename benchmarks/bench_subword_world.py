@@ -94,7 +94,7 @@ def main(argv=None) -> int:
     K_o = compute_keys(model, tok, others, hp.layers)
     held = background_sentences(world, "heldout", 300)
     for layer in hp.layers:
-        pj = null_space_projector(stats[layer].cov, threshold=hp.nullspace_threshold, mode=hp.nullspace_mode)
+        pj = null_space_projector(stats[layer], threshold=hp.nullspace_threshold, mode=hp.nullspace_mode)
         P = pj.P
 
         def share(K):

@@ -715,7 +715,7 @@ t0 = time.perf_counter()
 memit_floor = preserved_change(memit_delta(R, K1, C0, 1e-2), K0, W)      # MEMIT's exact write (λ → 0)
 NS_WRITE = {}   # name -> (kept rank, median share ‖Pk‖²/‖k‖², write error, held-out change, ‖Δ‖)
 for name, thr, mode in (("paper: eigenvalue < 2e-2", 2e-2, "absolute"), ("strict: 1 % of the energy", 1e-2, "energy")):
-    proj_real = null_space_projector(C0, threshold=thr, mode=mode)
+    proj_real = null_space_projector(stats[L], threshold=thr, mode=mode)    # its C0, at its products' precision
     P_real = proj_real.P.cpu()
     D_ns = my_null_space_write(R, K1, P_real)                           # (d_out, d_in)
     share = float(((P_real @ K1).norm(dim=0) ** 2 / K1.norm(dim=0) ** 2).median())

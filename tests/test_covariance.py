@@ -160,3 +160,31 @@ def test_float32_batches_match_float64_batches():
     assert 0 <= err < 1e-5, err
     with pytest.raises(ValueError, match="batch_dtype"):
         a.update(keys[0], batch_dtype=torch.float16)
+
+
+def test_float32_products_are_recorded_and_the_projector_tolerates_their_rounding(tmp_path):
+    """A rank-deficient C from float32 batch products has eigenvalues of about −1e-7·λ_max: the float64
+    PSD tolerance refuses it, the float32 one (which SecondMoment.product_dtype selects) accepts it."""
+    from alphaedit_lite.core.nullspace import null_space_projector
+    from alphaedit_lite.locate.cache import _read_stats, second_moment_sha256, write_stats_file
+
+    keys = torch.randn(100, 256, generator=torch.Generator().manual_seed(0))     # rank 100 < d = 256
+    exact = SecondMoment().update(keys)
+    fast = SecondMoment().update(keys, batch_dtype=torch.float32)
+    assert exact.product_dtype == torch.float64 and fast.product_dtype == torch.float32
+    with pytest.raises(ValueError, match="not positive semi-definite"):
+        null_space_projector(fast.cov, threshold=1e-3, mode="relative")
+    pj = null_space_projector(fast.cov, threshold=1e-3, mode="relative", cov_precision=fast.product_dtype)
+    assert null_space_projector(fast, threshold=1e-3, mode="relative").kept_rank == pj.kept_rank   # reads it itself
+    assert pj.kept_rank == null_space_projector(exact.cov, threshold=1e-3, mode="relative").kept_rank == 156
+    with pytest.raises(ValueError, match="cov_precision"):
+        null_space_projector(fast.cov, cov_precision=torch.float16)
+    # the least precise product wins when merging, and the record survives every file format
+    assert SecondMoment().merge(exact).merge(fast).product_dtype == torch.float32
+    assert SecondMoment().merge(exact).product_dtype == torch.float64
+    assert SecondMoment.load(fast.save(tmp_path / "a.pt")).product_dtype == torch.float32
+    assert SecondMoment.load(exact.save(tmp_path / "b.pt")).product_dtype == torch.float64
+    for sm, name in ((fast, "c.pt"), (exact, "d.pt")):
+        write_stats_file(tmp_path / name, sm, {"kind": "key-statistics", "dim": 256, "count": 100,
+                                               "sha256": second_moment_sha256(sm)})
+        assert _read_stats(tmp_path / name, {}).product_dtype == sm.product_dtype

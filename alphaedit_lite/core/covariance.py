@@ -32,6 +32,9 @@ class SecondMoment:
         self.dim = dim
         self.count = 0
         self.device = torch.device(device)
+        #: the least precise dtype any batch's KᵀK was formed in (the sum is float64 either way); the
+        #: projector's PSD check scales its tolerance with it (``null_space_projector(cov_precision=...)``)
+        self.product_dtype = torch.float64
         self._sum: torch.Tensor | None = None  # (d, d) float64
         if dim is not None:
             self._sum = torch.zeros(dim, dim, dtype=torch.float64, device=self.device)
@@ -66,6 +69,7 @@ class SecondMoment:
             self._sum.addmm_(x.T, x)  # Σ k kᵀ, (d, d)
         else:
             self._sum += (x.T @ x).to(torch.float64)
+            self.product_dtype = torch.float32
         self.count += keys.shape[0]
         return self
 
@@ -75,6 +79,8 @@ class SecondMoment:
             raise TypeError(f"can only merge another SecondMoment, got {type(other).__name__}")
         if other.count == 0:
             return self
+        if other.product_dtype == torch.float32:
+            self.product_dtype = torch.float32
         if self.count == 0 and self._sum is None:
             self.dim = other.dim
             self._sum = other._sum.to(self.device).clone()
@@ -109,7 +115,8 @@ class SecondMoment:
     def save(self, path: str | os.PathLike) -> Path:
         """Write to `path` atomically (a temp file renamed into place)."""
         return atomic_torch_save({"format": "alphaedit-lite/second-moment/v1", "dim": self.dim, "count": self.count,
-                                  "sum": None if self._sum is None else self._sum.cpu()}, path)
+                                  "sum": None if self._sum is None else self._sum.cpu(),
+                                  "product_dtype": str(self.product_dtype).removeprefix("torch.")}, path)
 
     @classmethod
     def load(cls, path: str | os.PathLike, device: str | torch.device = "cpu") -> "SecondMoment":
@@ -120,6 +127,7 @@ class SecondMoment:
         acc = cls(device=device)
         acc.dim, acc.count = blob["dim"], int(blob["count"])
         acc._sum = None if blob["sum"] is None else blob["sum"].to(device=acc.device, dtype=torch.float64)
+        acc.product_dtype = torch.float32 if blob.get("product_dtype") == "float32" else torch.float64  # older files: float64
         return acc
 
     def __repr__(self) -> str:

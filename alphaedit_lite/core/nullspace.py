@@ -22,8 +22,9 @@ floating point may come out slightly negative, so C is accepted when
 
     λ_min ≥ −tol · max(1, λ_max),   tol = max(PSD_RTOL, sqrt(d) · eps),
 
-with PSD_RTOL = 1e-8 and eps the machine epsilon of the lower precision among C's dtype and the
-working `dtype` (float64 throughout: tol = 1e-8; a float32 C or float32 eigh: tol ≈ 1.2e-7 · sqrt(d),
+with PSD_RTOL = 1e-8 and eps the machine epsilon of the lowest precision among C's dtype, the
+precision its entries were computed in (`cov_precision`: a float64 sum of float32 batch products
+is float32-accurate) and the working `dtype` (float64 throughout: tol = 1e-8; float32 anywhere: tol ≈ 1.2e-7 · sqrt(d),
 above the ~3e-7 · λ_max measured for rank-deficient float32 covariances of d ≤ 1024). The check
 reuses the eigenvalues P needs anyway, so it costs O(d).
 """
@@ -35,6 +36,7 @@ from dataclasses import dataclass
 
 import torch
 
+from alphaedit_lite.core.covariance import SecondMoment
 from alphaedit_lite.core.validate import as_matrix, check_finite, check_square_symmetric
 
 MODES = ("absolute", "relative", "energy", "rank")
@@ -155,10 +157,10 @@ def _kept_count(lam: torch.Tensor, mode: str, threshold: float) -> tuple[int, fl
     return r, cut
 
 
-def null_space_projector(cov: torch.Tensor, threshold: float = 2e-2, mode: str = "absolute",
+def null_space_projector(cov: "torch.Tensor | SecondMoment", threshold: float = 2e-2, mode: str = "absolute",
                          dtype: torch.dtype = torch.float64, allow_empty: bool = False,
-                         route: str = "full") -> Projector:
-    """Build P = Û Ûᵀ from a key covariance C (d, d).
+                         route: str = "full", cov_precision: torch.dtype | None = None) -> Projector:
+    """Build P = Û Ûᵀ from a key covariance C (d, d), or from a `SecondMoment` (its C and precision).
 
     mode:
       "absolute" keep eigenvalues λ < threshold (the paper: 2e-2 on its covariance scale);
@@ -170,10 +172,16 @@ def null_space_projector(cov: torch.Tensor, threshold: float = 2e-2, mode: str =
     direction is kept (P = I constrains nothing). `route`: "full" (one torch eigh), "subset"
     (eigenvalues, then only the kept eigenvectors via SciPy), "auto" (subset on the CPU for
     d ≥ 512 when at most half the directions are kept). Default "full".
+    `cov_precision`: the dtype C's entries were computed in, when less precise than C's own dtype
+    (a float64 sum of float32 batch products: pass `SecondMoment.product_dtype`); the PSD check's
+    tolerance follows the least precise of C's dtype, this and `dtype`.
 
     Raises ValueError for an empty (0×0), non-finite, non-symmetric or indefinite C (the PSD
     tolerance is in the module docstring) and for a `dtype` other than float32/float64.
     """
+    if isinstance(cov, SecondMoment):                # its C, at the precision its products were formed in
+        cov_precision = cov_precision or cov.product_dtype
+        cov = cov.cov
     c = as_matrix("covariance", cov)
     if c.numel() == 0:
         raise ValueError(f"the covariance is empty (shape {tuple(c.shape)}): the key dimension d is 0; build it from "
@@ -184,7 +192,9 @@ def null_space_projector(cov: torch.Tensor, threshold: float = 2e-2, mode: str =
     check_finite("covariance", c)
     check_square_symmetric("covariance", c)
     _check_threshold(mode, threshold, c.shape[0])  # fail fast, before an O(d³) eigh
-    psd_rtol = psd_tolerance(c.shape[0], c.dtype, dtype)
+    if cov_precision is not None and cov_precision not in (torch.float32, torch.float64):
+        raise ValueError(f"cov_precision must be torch.float32, torch.float64 or None, got {cov_precision}")
+    psd_rtol = psd_tolerance(c.shape[0], c.dtype, dtype, *([cov_precision] if cov_precision is not None else []))
     c = c.to(dtype)
     work = c if c.device.type != "mps" else c.cpu()  # no float64 eigh on MPS
     work = (work + work.T) / 2

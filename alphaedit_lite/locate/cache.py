@@ -170,7 +170,7 @@ def _check_manifest(man: Any, expect: dict) -> None:
 def write_stats_file(path: str | os.PathLike, sm: SecondMoment, manifest: dict) -> Path:
     """Write ``sm`` with its provenance ``manifest`` atomically; :meth:`SecondMoment.load` reads it too."""
     blob = {"format": STATS_FORMAT, "dim": sm.dim, "count": sm.count, "sum": sm.sum.detach().cpu(),
-            "manifest": dict(manifest)}
+            "product_dtype": str(sm.product_dtype).removeprefix("torch."), "manifest": dict(manifest)}
     return atomic_torch_save(blob, Path(path))
 
 
@@ -186,6 +186,8 @@ def _read_stats(path: Path, expect: dict, device: str | torch.device = "cpu") ->
         raise _Unusable("does not hold what its manifest describes (shape, dtype or count differ)")
     sm = SecondMoment(device="cpu")
     sm.dim, sm.count, sm._sum = int(dim), int(count), s
+    # files written before product_dtype existed hold float64 products
+    sm.product_dtype = torch.float32 if blob.get("product_dtype") == "float32" else torch.float64
     if second_moment_sha256(sm) != man.get("sha256"):
         raise _Unusable("does not match its SHA-256 checksum: its content was changed or damaged")
     if torch.device(device) != sm.device:

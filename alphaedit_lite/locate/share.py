@@ -80,7 +80,8 @@ def export_stats(path: str | os.PathLike, stats: LayerStats, *, threshold: float
         "checksum": _export_checksum(stats_sha, projector_sha),
     }
     blob = {"format": EXPORT_FORMAT, "manifest": manifest,
-            "stats": {str(layer): {"sum": stats[layer].sum.detach().cpu(), "count": int(stats[layer].count)}
+            "stats": {str(layer): {"sum": stats[layer].sum.detach().cpu(), "count": int(stats[layer].count),
+                                   "product_dtype": str(stats[layer].product_dtype).removeprefix("torch.")}
                       for layer in layers},
             "projectors": {str(layer): _projector_fields(pjs[layer]) for layer in sorted(pjs)}}
     return atomic_torch_save(blob, path)
@@ -172,6 +173,7 @@ def _import_export_blob(path: Path, blob: dict, model, layers, corpus_id: str | 
             raise ValueError(damaged)
         sm = SecondMoment()
         sm.dim, sm.count, sm._sum = d_in, int(count), s
+        sm.product_dtype = torch.float32 if entry.get("product_dtype") == "float32" else torch.float64
         if second_moment_sha256(sm) != sha["stats"][str(layer)]:
             raise ValueError(damaged)
         out[layer] = sm

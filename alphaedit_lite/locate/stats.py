@@ -92,10 +92,13 @@ def _stats_device(model) -> torch.device:
 
 def collect_second_moments(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, layers: list[int],
                            batch_size: int = 16, progress: bool = True, stop: bool = True,
-                           desc: str = "key statistics") -> dict[int, SecondMoment]:
+                           desc: str = "key statistics", batch_dtype: torch.dtype | None = None) -> dict[int, SecondMoment]:
     """One forward pass per batch reading every layer's rewrite-module input; no caching.
 
     ``stop=False`` runs the full model (only for measuring what stopping early saves).
+    ``batch_dtype``: the dtype each batch's KᵀK is formed in (summed in float64 either way); None:
+    float32 for the keys of a float32 (or lower-precision) model, which are only float32-accurate,
+    float64 for a float64 model.
     """
     from tqdm.auto import tqdm
 
@@ -114,9 +117,11 @@ def collect_second_moments(model, input_ids: torch.Tensor, attention_mask: torch
             keep = mask.reshape(-1).bool()
             for layer, name in names.items():
                 x = tr[name].input  # (b, seq, d_in): keys as rows
-                # float64 batch products: float32 ones (SecondMoment.update's batch_dtype) are 1.6x faster but
-                # left a 768-token, rank-deficient C with an eigenvalue of -3.8e-8, which the PSD check refuses
-                acc[layer].update(x.reshape(-1, x.shape[-1])[keep])
+                # keys of a float32 (or lower) model are only float32-accurate: form each batch's KᵀK in
+                # float32 (1.6x faster here) and sum in float64; the projector's PSD check then uses the
+                # float32 tolerance (SecondMoment.product_dtype; benchmarks/README.md measures it)
+                bd = batch_dtype or (torch.float64 if x.dtype == torch.float64 else torch.float32)
+                acc[layer].update(x.reshape(-1, x.shape[-1])[keep], batch_dtype=bd)
     return acc
 
 
@@ -309,7 +314,7 @@ def projectors(stats: dict[int, SecondMoment] | LayerStats, threshold: float = 2
                 expect = _projector_expect(stats, layer, threshold, mode, stats_sha, sm.dim)
                 pj = _load_or_warn(path, "projector", lambda p: _read_projector(p, expect, sm.dim))
             if pj is None:
-                pj = null_space_projector(sm.cov, threshold=threshold, mode=mode)
+                pj = null_space_projector(sm, threshold=threshold, mode=mode)
                 if cache and path is not None:
                     _write_projector(path, pj, _projector_manifest(
                         pj, model_id=stats.model_id, module=stats.module_names[layer], corpus_id=stats.corpus_id,
