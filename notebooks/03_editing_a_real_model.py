@@ -688,7 +688,9 @@ SIZES = [768, 1536, 3072, N_STATS] if SMALL else [10_240, 25_600, 51_200, N_STAT
 t0 = time.perf_counter()
 by_size, _ = growing_second_moments(model, tok, LAYERS, SIZES, CORPUS, SEQ)
 same = float((by_size[N_STATS][L].sum - stats[L].sum).abs().max() / stats[L].sum.abs().max())
-assert same < 1e-9, f"the largest prefix should be section 5's statistics (they differ by {same:.1e})"
+# float32 batch products (the default for a float32 model) round differently when batches are cut differently
+tol_same = 1e-9 if stats[L].product_dtype == torch.float64 else 1e-6
+assert same < tol_same, f"the largest prefix should be section 5's statistics (they differ by {same:.1e})"
 growth = {}
 for n in SIZES:
     pj_n = projectors(by_size[n], hp_alpha.nullspace_threshold, hp_alpha.nullspace_mode, cache=False)
