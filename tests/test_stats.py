@@ -328,6 +328,7 @@ def test_export_then_import_into_a_fresh_cache(tiny, cache, corpus_file, tmp_pat
     assert sorted(imp) == [0, 2] and imp.corpus_id == st.corpus_id and imp.n_tokens == 600
     for layer in (0, 2):
         assert torch.equal(imp[layer].sum, st[layer].sum) and imp[layer].count == 600
+        assert imp[layer].product_dtype == st[layer].product_dtype == torch.float32   # a float32 model's keys
         assert _stats_file(model, imp, layer).is_file()
     got = S.projectors(imp, threshold=1e-2, mode="relative")           # from the imported P files
     assert torch.equal(got[2].P, pjs[2].P)

@@ -19,6 +19,16 @@ from alphaedit_lite.core.validate import check_finite
 from alphaedit_lite.util.files import atomic_torch_save
 
 
+def precision_name(dtype: torch.dtype) -> str:
+    """How files record `SecondMoment.product_dtype`: "float32" or "float64"."""
+    return "float32" if dtype == torch.float32 else "float64"
+
+
+def precision_from_name(name) -> torch.dtype:
+    """The dtype a file's "product_dtype" names; files written before it existed hold float64 products."""
+    return torch.float32 if name == "float32" else torch.float64
+
+
 class SecondMoment:
     """Accumulates Σ k kᵀ over keys k ∈ R^d and their count n; `.cov` is Σ k kᵀ / n.
 
@@ -116,7 +126,7 @@ class SecondMoment:
         """Write to `path` atomically (a temp file renamed into place)."""
         return atomic_torch_save({"format": "alphaedit-lite/second-moment/v1", "dim": self.dim, "count": self.count,
                                   "sum": None if self._sum is None else self._sum.cpu(),
-                                  "product_dtype": str(self.product_dtype).removeprefix("torch.")}, path)
+                                  "product_dtype": precision_name(self.product_dtype)}, path)
 
     @classmethod
     def load(cls, path: str | os.PathLike, device: str | torch.device = "cpu") -> "SecondMoment":
@@ -127,7 +137,7 @@ class SecondMoment:
         acc = cls(device=device)
         acc.dim, acc.count = blob["dim"], int(blob["count"])
         acc._sum = None if blob["sum"] is None else blob["sum"].to(device=acc.device, dtype=torch.float64)
-        acc.product_dtype = torch.float32 if blob.get("product_dtype") == "float32" else torch.float64  # older files: float64
+        acc.product_dtype = precision_from_name(blob.get("product_dtype"))
         return acc
 
     def __repr__(self) -> str:

@@ -27,7 +27,7 @@ from typing import Any, Callable
 
 import torch
 
-from alphaedit_lite.core.covariance import SecondMoment
+from alphaedit_lite.core.covariance import SecondMoment, precision_from_name, precision_name
 from alphaedit_lite.core.nullspace import Projector
 from alphaedit_lite.model.arch import embed, mlp_width, num_layers
 from alphaedit_lite.util.paths import cache_dir
@@ -170,7 +170,7 @@ def _check_manifest(man: Any, expect: dict) -> None:
 def write_stats_file(path: str | os.PathLike, sm: SecondMoment, manifest: dict) -> Path:
     """Write ``sm`` with its provenance ``manifest`` atomically; :meth:`SecondMoment.load` reads it too."""
     blob = {"format": STATS_FORMAT, "dim": sm.dim, "count": sm.count, "sum": sm.sum.detach().cpu(),
-            "product_dtype": str(sm.product_dtype).removeprefix("torch."), "manifest": dict(manifest)}
+            "product_dtype": precision_name(sm.product_dtype), "manifest": dict(manifest)}
     return atomic_torch_save(blob, Path(path))
 
 
@@ -186,8 +186,7 @@ def _read_stats(path: Path, expect: dict, device: str | torch.device = "cpu") ->
         raise _Unusable("does not hold what its manifest describes (shape, dtype or count differ)")
     sm = SecondMoment(device="cpu")
     sm.dim, sm.count, sm._sum = int(dim), int(count), s
-    # files written before product_dtype existed hold float64 products
-    sm.product_dtype = torch.float32 if blob.get("product_dtype") == "float32" else torch.float64
+    sm.product_dtype = precision_from_name(blob.get("product_dtype"))
     if second_moment_sha256(sm) != man.get("sha256"):
         raise _Unusable("does not match its SHA-256 checksum: its content was changed or damaged")
     if torch.device(device) != sm.device:

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import torch
 
-from alphaedit_lite.core.covariance import SecondMoment
+from alphaedit_lite.core.covariance import SecondMoment, precision_from_name, precision_name
 from alphaedit_lite.core.nullspace import Projector
 from alphaedit_lite.model.arch import arch_spec, mlp_width, num_layers
 from alphaedit_lite.locate.cache import (EXPORT_FORMAT, MANIFEST_VERSION, _kit_version, _now,
@@ -81,7 +81,7 @@ def export_stats(path: str | os.PathLike, stats: LayerStats, *, threshold: float
     }
     blob = {"format": EXPORT_FORMAT, "manifest": manifest,
             "stats": {str(layer): {"sum": stats[layer].sum.detach().cpu(), "count": int(stats[layer].count),
-                                   "product_dtype": str(stats[layer].product_dtype).removeprefix("torch.")}
+                                   "product_dtype": precision_name(stats[layer].product_dtype)}
                       for layer in layers},
             "projectors": {str(layer): _projector_fields(pjs[layer]) for layer in sorted(pjs)}}
     return atomic_torch_save(blob, path)
@@ -173,7 +173,7 @@ def _import_export_blob(path: Path, blob: dict, model, layers, corpus_id: str | 
             raise ValueError(damaged)
         sm = SecondMoment()
         sm.dim, sm.count, sm._sum = d_in, int(count), s
-        sm.product_dtype = torch.float32 if entry.get("product_dtype") == "float32" else torch.float64
+        sm.product_dtype = precision_from_name(entry.get("product_dtype"))
         if second_moment_sha256(sm) != sha["stats"][str(layer)]:
             raise ValueError(damaged)
         out[layer] = sm
