@@ -15,8 +15,16 @@ def test_report_views_from_a_run_folder(tmp_path, monkeypatch):
     monkeypatch.setenv("ALPHAEDIT_CACHE", str(tmp_path / "cache"))
     _run(tmp_path, tmp_path / "run")
     runs = {"AlphaEdit": tmp_path / "run"}
+    import matplotlib.pyplot as plt
+    figs = []
+    monkeypatch.setattr(plt, "close", lambda fig=None: figs.append(fig))   # keep the figure to inspect it
     png = plots.plot_runs_png(runs, tmp_path / "out" / "curves.png")
     assert png.stat().st_size > 10_000
+    drift_ax, update_ax = figs[0].axes[4], figs[0].axes[5]
+    # few points: every line carries markers, so a run of one batch still shows its drift and update norm
+    assert drift_ax.lines and update_ax.lines
+    assert all(line.get_marker() == "o" for line in drift_ax.lines + update_ax.lines)
+    assert all(float(t).is_integer() for t in figs[0].axes[0].get_xticks())     # edits are whole numbers
     html = plots.write_runs_html(runs, tmp_path / "out" / "curves.html")
     assert "plotly" in html.read_text()[:5000].lower() and (tmp_path / "out" / "plotly.min.js").exists()
     table = records.summary_table(runs)

@@ -65,7 +65,7 @@ def plot_runs_png(runs: dict, path, title: str = "") -> Path:
             xs, ys = series(run["metrics"], k)
             where = "final layer" if k.endswith("final") else f"layer {k.split('/', 1)[1]}"
             ax.plot(xs, [max(y, 1e-12) for y in ys], label=f"{name}, {where}", color=colors[i % len(colors)],
-                    ls="-" if k.endswith("final") else "--")
+                    ls="-" if k.endswith("final") else "--", marker="o" if len(xs) < 30 else None, ms=3)
     ax.set_yscale("log")
     ax.set_title("Hidden-state drift ‖h − h₀‖/‖h₀‖ (probes)")
     ax.set_xlabel("edits so far")
@@ -75,15 +75,17 @@ def plot_runs_png(runs: dict, path, title: str = "") -> Path:
     for i, (name, run) in enumerate(data.items()):
         rows = run["metrics"]
         ax.plot([r["edits"] for r in rows], [max(update_norm_total(r), 1e-12) for r in rows], label=name,
-                color=RUN_COLORS[i % len(RUN_COLORS)])
+                color=RUN_COLORS[i % len(RUN_COLORS)], marker="o" if len(rows) < 30 else None, ms=3)
     ax.set_yscale("log")
     ax.set_title("Accumulated update ‖W − W₀‖_F (all edited layers)")
     ax.set_xlabel("edits so far")
     ax.grid(alpha=0.3, which="both")
     axes.flat[0].legend(fontsize=8)
     xlim = _x_range(data)
-    if xlim is not None:
-        for ax in axes.flat:
+    from matplotlib.ticker import MaxNLocator
+    for ax in axes.flat:
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))    # edits are counted: no "99.25 edits"
+        if xlim is not None:
             ax.set_xlim(*xlim)
     if title:
         fig.suptitle(title)
