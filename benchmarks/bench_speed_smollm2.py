@@ -1,6 +1,6 @@
 """Where SmolLM2 editing time goes, and what each speed lever buys (issue 17), measured in one run.
 
-Prints, for the model's shipped AlphaEdit settings (layers 4-8, 11 context templates):
+Prints, for the model's shipped AlphaEdit settings (layers 4-8, 6 context templates):
 
 1. the reference pass: one full forward pass of 16 × 128 tokens (every other time is also given in
    units of it, so that figures from machines of different speed compare);
@@ -17,13 +17,17 @@ Prints, for the model's shipped AlphaEdit settings (layers 4-8, 11 context templ
    the kept rank, the leak ‖P K‖/‖K‖ of held-out WikiText keys (what bounds ‖ΔK0‖ there), and
    efficacy / generalization / specificity of one AlphaEdit batch of ``--p-edits`` requests;
 6. with ``--profile N`` (alone): the PyTorch profiler's top operators of one target optimisation of N
-   requests, on the slow path and on the fastest path.
+   requests, on the slow path and on the fastest path;
+7. with ``--only-eval``: what one evaluation of a sequential run costs, part by part (the metrics of
+   200 edits, the 300 drift probes, the held-out perplexity rows, fluency of 20 edits), on the
+   unedited model, with the metrics' batch size 32 against 64.
 
 Run: .venv/bin/python benchmarks/bench_speed_smollm2.py --threads 2              (about 8 minutes)
      .venv/bin/python benchmarks/bench_speed_smollm2.py --threads 2 --p-table    (about 15 minutes)
      .venv/bin/python benchmarks/bench_speed_smollm2.py --threads 1 --only-p-table (about 15 minutes)
      .venv/bin/python benchmarks/bench_speed_smollm2.py --threads 1 --profile 5    (about 3 minutes)
      .venv/bin/python benchmarks/bench_speed_smollm2.py --threads 2 --only-stats   (about 4 minutes)
+     .venv/bin/python benchmarks/bench_speed_smollm2.py --threads 2 --only-eval    (about 5 minutes)
 The quality of the fast path over whole sequential runs is measured with the `sequential` command;
 benchmarks/README.md has both tables and the commands.
 """
@@ -100,6 +104,38 @@ def stats_products(model, tok, hp, ref: float) -> None:
           f"float64 {ranks['float64']}, float32 {ranks['float32']}")
 
 
+def evaluation_parts(model, tok, ref: float, n_edits: int = 200) -> None:
+    """Time the parts of one evaluation of `alphaedit-lite sequential` (its defaults), unedited model."""
+    from alphaedit_lite.experiments.drift import hidden_states
+    from alphaedit_lite.experiments.sequential import heldout_perplexity_eval, hp_for_heldout
+    from alphaedit_lite.locate.requests import load_knowns
+
+    reqs = list(load_counterfact(limit=n_edits))
+    probes = [k.prompt for k in load_knowns()][:300]
+    parts = {}
+    for bs in (32, 64):
+        t0 = time.perf_counter()
+        summary = evaluate_requests(model, tok, reqs, batch_size=bs)["summary"]
+        parts[f"metrics of {len(reqs)} edits, batch {bs}"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    hidden_states(model, tok, probes, [8])
+    parts[f"hidden states of {len(probes)} drift probes"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    extra = heldout_perplexity_eval(model, tok, hp_for_heldout("smollm2-135m"))
+    t1 = time.perf_counter()
+    extra(model, tok)
+    parts["held-out perplexity rows (once; the baseline costs the same once per run)"] = time.perf_counter() - t1
+    t0 = time.perf_counter()
+    evaluate_requests(model, tok, reqs[:20], fluency=True)
+    parts["metrics + fluency of 20 edits (the run's last evaluation)"] = time.perf_counter() - t0
+    print(f"one evaluation, unedited model (efficacy {summary['efficacy']:.1f}, specificity "
+          f"{summary['specificity']:.1f}):")
+    print("| part | s | reference passes |")
+    print("|---|---|---|")
+    for name, sec in parts.items():
+        print(f"| {name} | {sec:.1f} | {sec / ref:.1f} |")
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--model", default="smollm2-135m")
@@ -110,6 +146,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--only-p-table", action="store_true", help="print only the reference pass and the P table")
     p.add_argument("--only-stats", action="store_true",
                    help="print only the reference pass and the statistics timings (float32 against float64 products)")
+    p.add_argument("--only-eval", action="store_true",
+                   help="print only the reference pass and the parts of one sequential-run evaluation")
     p.add_argument("--profile", type=int, default=0, metavar="N",
                    help="only profile the target optimisation of N requests (slow and fastest path) with the "
                         "PyTorch profiler and print the top operators")
@@ -129,6 +167,9 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.only_stats:
         statistics_and_p(model, tok, hp, ref)
+        return 0
+    if args.only_eval:
+        evaluation_parts(model, tok, ref)
         return 0
 
     # ---- 2. target optimisation, lever by lever ------------------------------------------------

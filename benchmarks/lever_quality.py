@@ -14,6 +14,7 @@ is only read back. The runs go one after another, each on ``--threads`` threads.
 
 Run: .venv/bin/python benchmarks/lever_quality.py --threads 1          (about 90 minutes on one thread)
      .venv/bin/python benchmarks/lever_quality.py --only loss/float32 loss/bfloat16
+     .venv/bin/python benchmarks/lever_quality.py --threads 2 --only loss/bfloat16 --prefixes 10   (and --prefixes 5)
 """
 from __future__ import annotations
 
@@ -31,6 +32,12 @@ from alphaedit_lite.experiments.runner import read_metrics  # noqa: E402
 LEVERS = [("loss", "float32"), ("loss", "bfloat16"), ("most_probable", "bfloat16"), ("most_probable", "float32")]
 
 
+def _run_dir(args, stop: str, dtype: str) -> Path:
+    """The run folder of one lever combination (and prefix count, when given)."""
+    suffix = f"-p{args.prefixes}" if args.prefixes is not None else ""
+    return Path(args.out) / f"{stop}-{dtype}{suffix}"
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--edits", type=int, default=200)
@@ -38,6 +45,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--method", default="AlphaEdit")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--out", default="runs/lever-quality")
+    p.add_argument("--prefixes", type=int, default=None, metavar="N",
+                   help="context prefixes of the target optimisation (default: the shipped hyper-parameters' 5); "
+                        "the run folders get a '-pN' suffix")
     p.add_argument("--only", nargs="*", default=None, metavar="STOP/DTYPE",
                    help="run only these combinations, e.g. loss/float32 most_probable/bfloat16")
     args = p.parse_args(argv)
@@ -49,12 +59,14 @@ def main(argv: list[str] | None = None) -> int:
 
     rows = {}
     for stop, dtype in levers:
-        out = Path(args.out) / f"{stop}-{dtype}"
+        out = _run_dir(args, stop, dtype)
         cmd = [sys.executable, "-m", "alphaedit_lite", "sequential", "--model", "smollm2-135m",
                "--method", args.method, "--edits", str(args.edits), "--batch", str(args.batch),
                "--eval-every", str(args.edits // args.batch), "--fluency-limit", "0",
                "--set", f"v_stop={stop}", "--set", f"v_dtype={dtype}",
                "--out", str(out), "--resume", "--threads", str(args.threads), "--quiet"]
+        if args.prefixes is not None:
+            cmd += ["--set", f"context_n_prefixes={args.prefixes}"]
         t0 = time.perf_counter()
         print("$ " + " ".join(cmd[1:]), flush=True)
         subprocess.run(cmd, check=True, cwd=ROOT)
@@ -66,12 +78,12 @@ def main(argv: list[str] | None = None) -> int:
 
     slow = rows.get(("loss", "float32"))
     print(f"\n{args.method}, SmolLM2-135M, the first {args.edits} CounterFact records in batches of {args.batch}, "
-          f"{args.threads} thread(s), evaluated on all {args.edits} edits after the last batch:\n")
+          f"{args.threads} thread(s), context prefixes {args.prefixes or 'as shipped'}, evaluated on all {args.edits} edits after the last batch:\n")
     print("| v_stop | v_dtype | s per edit (editing, last batch) | Eff. | Gen. | Spe. | Δ vs slow (Eff./Gen./Spe.) | "
           "perplexity ratio | drift 8 / final |")
     print("|---|---|---|---|---|---|---|---|---|")
     for (stop, dtype), r in rows.items():
-        out = Path(args.out) / f"{stop}-{dtype}"
+        out = _run_dir(args, stop, dtype)
         # a metrics row's edit_seconds is the editing time of that row's batch only (runner.run_sequential)
         edit_s = read_metrics(out / args.method)[-1]["edit_seconds"] / args.batch
         diff = ("/".join(f"{r[k] - slow[k]:+.1f}" for k in ("efficacy", "generalization", "specificity"))

@@ -598,9 +598,10 @@ TIMES["2a. Kp across batches"] = time.perf_counter() - t0
 #
 # One batch of CounterFact requests (the first records of the shared CounterFact file), MEMIT and
 # AlphaEdit with the shipped `smollm2-135m` hyper-parameters, both from the same target vectors.
-# In small mode the key statistics come from 6,144 WikiText-2 tokens and the keys and targets are
-# averaged over 5 sampled context prefixes instead of 10 (as in notebook 03); full mode uses the
-# shipped 102,400 tokens and 10 prefixes, and adds fluency (n-gram entropy of generated text).
+# Keys and targets are averaged over the bare prompt and 5 context prefixes sampled from the model
+# (the shipped setting, as in the papers' code). In small mode the key statistics come from 6,144
+# WikiText-2 tokens; full mode uses the shipped 102,400 tokens and adds fluency (n-gram entropy of
+# generated text).
 # Unedited-fact accuracy has no counterpart here (we do not know every fact SmolLM2 knows), so the
 # preserved-output column is the in-sample ‖ΔK0‖/‖WK0‖ over all statistics tokens, computed from
 # C0 without storing the keys: ‖ΔK0‖²_F / ‖WK0‖²_F = trace(ΔC0Δᵀ) / trace(WC0Wᵀ).
@@ -615,7 +616,7 @@ sm_model, sm_tok = ML.load_model("smollm2-135m", device=device)
 CF = load_counterfact(limit=4 if SMALL else 10)
 SM_HP = {lab: hparams_for(lab, "smollm2-135m") for lab in ("MEMIT", "AlphaEdit")}
 if SMALL:
-    SM_HP = {lab: hp.replace(context_n_prefixes=5, mom2_n_samples=48) for lab, hp in SM_HP.items()}   # 48 × 128 tokens
+    SM_HP = {lab: hp.replace(mom2_n_samples=48) for lab, hp in SM_HP.items()}   # 48 × 128 tokens
 sh = SM_HP["AlphaEdit"]
 assert all(getattr(SM_HP["MEMIT"], f) == getattr(sh, f) for f in TARGET_FIELDS + ["mom2_n_samples", "mom2_seq_len"])
 shared = shared_data_dir()
