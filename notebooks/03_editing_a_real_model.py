@@ -45,7 +45,9 @@
 # two exercises and the edit explorer take about 16 s of it, the explorer's one edit 11 s; the
 # first run computes the statistics too, about 14 s more); full mode (`ALPHAEDIT_SMALL=0`: 10
 # requests, the shipped 102,400 statistics tokens, 8,192 held-out tokens) about 6 min with cached
-# statistics (328 s measured with the 10 context prefixes SmolLM2 used before session 14, the target vectors 147 s of it; with today's 5, editing a batch takes 40 % less time in `benchmarks/README.md`'s measurement). Section 8b (how much text P
+# statistics (328 s measured with the 10 context prefixes SmolLM2 used before session 14, the
+# target vectors 147 s of it; with today's 5, editing a batch takes 40 % less time in
+# `benchmarks/README.md`'s measurement). Section 8b (how much text P
 # needs) was added later: with it, small mode took 140 s under nbclient on a machine loaded by two
 # other jobs (the section alone 139 s in a one-thread run beside three others); full mode with
 # section 8b took 513 s (about 8.5 min) under nbclient with cached statistics, one thread, beside a
