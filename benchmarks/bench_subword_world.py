@@ -13,7 +13,8 @@ Prints, for the shipped subword world (or ``--path``):
      position groups (subject's first, middle, last token; further tokens; the last token);
 3. the key space at the edited layers (:func:`alphaedit_lite.world.editing.subword_stats`, P with
    the shipped threshold): kept directions, and the mean share ‖Pk‖²/‖k‖² of the keys' energy in
-   the null space for the edit requests' keys, other subjects' keys and held-out background keys.
+   the null space for the edit requests' keys, other subjects' keys, the keys of the subjects K0's
+   text is about (when the organism has ``k0_known`` > 0) and held-out background keys.
 
     python benchmarks/bench_subword_world.py                 # ~1-2 min on one thread
     python benchmarks/bench_subword_world.py --path runs/subword_world --traces 30
@@ -37,6 +38,7 @@ from alphaedit_lite.locate.tracing import GROUPS, average_indirect_effect, patch
 from alphaedit_lite.world import evaluate_world_model, load_world_model
 from alphaedit_lite.world.background import background_sentences
 from alphaedit_lite.world.editing import subword_stats
+from alphaedit_lite.world.model import k0_known_subjects
 from alphaedit_lite.world.subword import background_nll, default_subword_dir
 
 
@@ -57,6 +59,8 @@ def main(argv=None) -> int:
     ap.add_argument("--traces", type=int, default=30, help="facts to trace")
     ap.add_argument("--keys", type=int, default=300, help="requests whose keys are measured")
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--known", type=int, default=None,
+                    help="subjects whose sentences join K0 (default: the organism's k0_known setting)")
     a = ap.parse_args(argv)
     torch.set_num_threads(a.threads)
     t0 = time.perf_counter()
@@ -85,13 +89,17 @@ def main(argv=None) -> int:
             print(f"    {g:15s} " + " ".join("   nan" if math.isnan(v) else f"{v:6.3f}" for v in row.tolist()))
 
     hp = load_hparams("AlphaEdit", "subword-world")
-    print(f"\nkey space at the edited layers {hp.layers} (threshold {hp.nullspace_threshold}, {hp.nullspace_mode}):")
-    stats = subword_stats(model, tok, world, hp.layers, cache=False)
-    half = len(world.records) // 2            # edits come from the first half, "other subjects" from the second
+    known = k0_known_subjects(a.path) if a.known is None else a.known
+    print(f"\nkey space at the edited layers {hp.layers} (threshold {hp.nullspace_threshold}, {hp.nullspace_mode}); "
+          f"K0: background sentences" + (f" + the sentences of the {known} subjects K0 knows" if known else ""))
+    stats = subword_stats(model, tok, world, hp.layers, known=known, cache=False)
+    half = (len(world.records) - known) // 2  # edits come from the first half, "other subjects" from the second
     edited = [as_request(r) for r in world.records[: min(a.keys, half)]]
-    others = [as_request(r) for r in world.records[half: half + a.keys]]
+    others = [as_request(r) for r in world.records[half: min(half + a.keys, len(world.records) - known)]]
     K_e = compute_keys(model, tok, edited, hp.layers)
     K_o = compute_keys(model, tok, others, hp.layers)
+    K_k = compute_keys(model, tok, [as_request(r) for r in world.records[len(world.records) - known:][: a.keys]],
+                       hp.layers) if known else None
     held = background_sentences(world, "heldout", 300)
     for layer in hp.layers:
         pj = null_space_projector(stats[layer], threshold=hp.nullspace_threshold, mode=hp.nullspace_mode)
@@ -103,7 +111,8 @@ def main(argv=None) -> int:
         kb = corpus_keys(model, tok, held, layer)
         print(f"  layer {layer}: {pj.kept_rank} of {P.shape[0]} directions kept; null-space share of energy: "
               f"edit keys {share(K_e[layer]):.3f}, other subjects' keys {share(K_o[layer]):.3f}, "
-              f"held-out background keys {share(kb):.3f}")
+              + (f"keys of subjects K0 knows {share(K_k[layer]):.3f}, " if known else "")
+              + f"held-out background keys {share(kb):.3f}")
     print(f"\ntotal {time.perf_counter() - t0:.0f} s")
     return 0
 

@@ -25,6 +25,8 @@ def test_report_views_from_a_run_folder(tmp_path, monkeypatch):
     assert drift_ax.lines and update_ax.lines
     assert all(line.get_marker() == "o" for line in drift_ax.lines + update_ax.lines)
     assert all(float(t).is_integer() for t in figs[0].axes[0].get_xticks())     # edits are whole numbers
+    evaluated = sorted({r["edits"] for r in records.load_run(tmp_path / "run")["metrics"]})
+    assert [int(t) for t in figs[0].axes[0].get_xticks()] == evaluated           # few evaluations: ticks at them
     html = plots.write_runs_html(runs, tmp_path / "out" / "curves.html")
     assert "plotly" in html.read_text()[:5000].lower() and (tmp_path / "out" / "plotly.min.js").exists()
     table = records.summary_table(runs)

@@ -140,3 +140,54 @@ def test_subword_dir_can_be_redirected(monkeypatch, tmp_path):
     monkeypatch.setenv("ALPHAEDIT_SUBWORD_DIR", str(tmp_path / "missing"))
     with pytest.raises(FileNotFoundError, match="ALPHAEDIT_SUBWORD_DIR=.*unset it"):
         default_subword_dir()
+
+
+def test_frozen_name_rows_stay_random_while_the_rest_trains(tmp_path):
+    """freeze_name_embeddings: the last names' embedding rows end training exactly as initialised, so the
+    facts must be computed from them by the MLPs; other rows do train. It needs one token per name."""
+    kw = dict(log=None, n_subjects=30, steps=30, warm_subjects=0, d_model=32, d_mlp=64, vocab_size=300,
+              batch_size=32, threads=1, whole_last_names=True, name_weight=0.0)
+    model, tok, world, _ = train_subword_world(freeze_name_embeddings=True, **kw)
+    names = [tok(" " + n, add_special_tokens=False).input_ids[0] for n in world.last_names]
+    texts = world.training_sentences() + background_sentences(world, "train", 10)
+    fresh = make_subword_model(build_subword_tokenizer(world, texts, 300, True), d_model=32, d_mlp=64,
+                               global_mlps=False)
+    # the same seed and vocabulary give the same initial embedding, so the frozen rows equal a fresh model's
+    assert len(fresh.get_input_embeddings().weight) == len(model.get_input_embeddings().weight)
+    w, w0 = model.get_input_embeddings().weight, fresh.get_input_embeddings().weight
+    assert torch.equal(w[names], w0[names])
+    others = [i for i in range(len(w)) if i not in set(names)]
+    assert not torch.equal(w[others], w0[others])
+    with pytest.raises(ValueError, match="whole_last_names=True"):
+        train_subword_world(freeze_name_embeddings=True, **{**kw, "whole_last_names": False})
+    with pytest.raises(ValueError, match="k0_known"):
+        train_subword_world(**{**kw, "k0_known": 30})
+
+
+def test_k0_with_known_subjects_adds_their_sentences_and_no_edit_may_touch_them(tmp_path, monkeypatch):
+    from alphaedit_lite.world.editing import known_accuracy, known_subjects, subword_stats
+    from alphaedit_lite.world.model import k0_known_subjects
+
+    monkeypatch.setenv("ALPHAEDIT_CACHE", str(tmp_path / "cache"))
+    kw = dict(log=None, n_subjects=30, steps=20, warm_subjects=0, d_model=32, d_mlp=64, vocab_size=300,
+              batch_size=32, threads=1)
+    model, tok, world, _ = train_subword_world(**kw)
+    assert known_subjects(world, 4) == [26, 27, 28, 29]                # the world's last subjects
+    with pytest.raises(ValueError, match="known"):
+        known_subjects(world, 30)
+    bare = subword_stats(model, tok, world, [0], n_sentences=50)
+    more = subword_stats(model, tok, world, [0], n_sentences=50, known=4)
+    per_subject = sum(len(world.trained_phrasings(f)) for f in world.facts if f.subject_index == 29)
+    assert more.n_tokens > bare.n_tokens and more.corpus_id == bare.corpus_id + "-known4"
+    assert per_subject == 20                                          # 5 relations x 4 trained phrasings
+    assert 0.0 <= known_accuracy(model, tok, world, 4) <= 100.0
+    # the organism folder says how many subjects K0 knows; the runner refuses edits of them
+    train_and_save_subword(tmp_path / "w", **{**kw, "k0_known": 10})
+    assert k0_known_subjects(tmp_path / "w") == 10 and k0_known_subjects(tmp_path / "nothing") == 0
+    from alphaedit_lite.experiments.sequential import prepare
+
+    monkeypatch.setenv("ALPHAEDIT_SUBWORD_DIR", str(tmp_path / "w"))
+    with pytest.raises(ValueError, match="at most 20 edits"):
+        prepare("subword-world", 21, progress=False)
+    setup = prepare("subword-world", 4, n_probes=10, eval_unedited=50, progress=False)
+    assert "known_acc" in setup.extra_eval(setup.model, setup.tok)

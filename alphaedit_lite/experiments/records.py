@@ -63,9 +63,10 @@ def drift_keys(rows) -> list[str]:
 def summary_table(runs: dict) -> str:
     """A Markdown table like the paper's Table 1: the last evaluated step of each run."""
     loaded = {name: load_run(d) for name, d in runs.items()}
-    extra = [k for k, _ in (("unedited_acc", 0), ("untouched_acc", 0), ("perplexity_ratio", 0))
+    extra = [k for k, _ in (("unedited_acc", 0), ("untouched_acc", 0), ("known_acc", 0), ("perplexity_ratio", 0))
              if any(k in r for run in loaded.values() for r in run["metrics"])]
     names = {"unedited_acc": "Unedited facts (%)", "untouched_acc": "Untouched subjects (%)",
+             "known_acc": "Subjects K0 knows (%)",
              "perplexity_ratio": "Held-out perplexity ÷ unedited"}
     head = ["method", "edits", "Eff.", "Gen.", "Spe.", "Flu.", *[names[k] for k in extra],
             "drift (last edited layer)", "drift (final)", "‖W − W₀‖", "time (s)"]

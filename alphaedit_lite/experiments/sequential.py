@@ -65,18 +65,22 @@ def prepare(model_name: str, n_edits: int, *, layers_hint=None, device: str | No
         import functools
 
         from alphaedit_lite.world import load_subword_world, load_tiny_world
-        from alphaedit_lite.world.editing import (perplexity_ratio, subword_stats, unedited_accuracy, untouched_accuracy,
-                                    world_probe_prompts, world_stats)
+        from alphaedit_lite.world.editing import (known_accuracy, perplexity_ratio, subword_stats, unedited_accuracy,
+                                                  untouched_accuracy, world_probe_prompts, world_stats)
+        from alphaedit_lite.world.model import k0_known_subjects
 
         if requests_path:
             raise ValueError(f"--requests does not apply to {model_name}: its edits are its own records; "
                              "leave --requests out, or choose another --model")
         model, tok, world = (load_subword_world if model_name == SUBWORD else load_tiny_world)(device=device)
-        if n_edits > len(world.records):
-            raise ValueError(f"the {model_name} organism has {len(world.records)} records; ask for at most that many edits")
+        known = k0_known_subjects() if model_name == SUBWORD else 0
+        if n_edits > len(world.records) - known:
+            raise ValueError(f"the {model_name} organism has {len(world.records)} records"
+                             + (f", of which the last {known} are about subjects its preserved text (K0) knows and "
+                                "no edit may touch" if known else "") + f"; ask for at most {len(world.records) - known} edits")
         reqs = world.records[:n_edits]
-        stats_fn = functools.partial(subword_stats if model_name == SUBWORD else world_stats, model, tok, world,
-                                     progress=progress)
+        stats_fn = functools.partial(subword_stats, model, tok, world, known=known, progress=progress) \
+            if model_name == SUBWORD else functools.partial(world_stats, model, tok, world, progress=progress)
         stats = stats_fn(layers_hint) if layers_hint else None
         base_nll = None
         if model_name == SUBWORD:
@@ -90,6 +94,8 @@ def prepare(model_name: str, n_edits: int, *, layers_hint=None, device: str | No
             untouched = untouched_accuracy(m, t, _w, _r, k=eval_unedited)
             if untouched is not None:
                 out["untouched_acc"] = untouched
+            if known:
+                out["known_acc"] = known_accuracy(m, t, _w, known, k=eval_unedited)
             if base_nll is not None:
                 out["perplexity_ratio"] = perplexity_ratio(m, t, _w, base_nll)
             return out

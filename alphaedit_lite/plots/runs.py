@@ -82,9 +82,12 @@ def plot_runs_png(runs: dict, path, title: str = "") -> Path:
     ax.grid(alpha=0.3, which="both")
     axes.flat[0].legend(fontsize=8)
     xlim = _x_range(data)
-    from matplotlib.ticker import MaxNLocator
+    from matplotlib.ticker import FixedLocator, MaxNLocator
+    counts = sorted({r["edits"] for run in data.values() for r in run["metrics"] if "edits" in r})
     for ax in axes.flat:
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))    # edits are counted: no "99.25 edits"
+        # edits are counted: no "99.25 edits"; with few evaluations, ticks exactly at the evaluated counts
+        # (a run evaluated after 20 and 40 edits would otherwise read 21, 24, 27, ...)
+        ax.xaxis.set_major_locator(FixedLocator(counts) if 0 < len(counts) <= 8 else MaxNLocator(integer=True))
         if xlim is not None:
             ax.set_xlim(*xlim)
     if title:

@@ -27,7 +27,7 @@ from alphaedit_lite.locate.stats import LayerStats, collect_second_moments, load
 from alphaedit_lite.world.generate import World
 from alphaedit_lite.world.model import probe_accuracy
 
-__all__ = ["world_stats", "subword_stats", "sentence_stats", "perplexity_ratio", "edited_facts", "world_probe_prompts", "unedited_probes_sample", "unedited_accuracy",
+__all__ = ["world_stats", "subword_stats", "known_subjects", "known_accuracy", "sentence_stats", "perplexity_ratio", "edited_facts", "world_probe_prompts", "unedited_probes_sample", "unedited_accuracy",
            "untouched_accuracy"]
 
 
@@ -65,13 +65,28 @@ def world_stats(model, tok, world: World, layers, *, exclude=None, cache: bool =
 SUBWORD_K0_SENTENCES = 12_000
 
 
-def subword_stats(model, tok, world: World, layers, *, n_sentences: int = SUBWORD_K0_SENTENCES,
+def known_subjects(world: World, known: int) -> list[int]:
+    """Indices of the ``known`` subjects the preserved text is about: the world's last ``known``."""
+    if isinstance(known, bool) or not isinstance(known, int) or not 0 <= known < world.n_subjects:
+        raise ValueError(f"known must be an int in 0..{world.n_subjects - 1}, got {known!r}")
+    return list(range(world.n_subjects - known, world.n_subjects))
+
+
+def subword_stats(model, tok, world: World, layers, *, n_sentences: int = SUBWORD_K0_SENTENCES, known: int = 0,
                   cache: bool = True, batch_size: int = 512, progress: bool = False) -> LayerStats:
-    """C0 of the subword world: keys of ``n_sentences`` background sentences (split "k0"), none about its facts."""
+    """C0 of the subword world: keys of ``n_sentences`` background sentences (split "k0"), plus, with
+    ``known`` > 0, the training sentences of the world's last ``known`` subjects (text about people no
+    edit touches, as an LLM's Wikipedia sample is about many people it is never asked to edit)."""
     from alphaedit_lite.world.background import background_sentences
 
+    sentences = background_sentences(world, "k0", n_sentences)
     cid = f"subword-world-{world.n_subjects}s-seed{world.seed}-background-k0-{n_sentences}"
-    return sentence_stats(model, tok, background_sentences(world, "k0", n_sentences), cid, layers,
+    if known:
+        idx = set(known_subjects(world, known))
+        sentences = sentences + [world.sentence(f, p) for f in world.facts if f.subject_index in idx
+                                 for p in world.trained_phrasings(f)]
+        cid += f"-known{known}"
+    return sentence_stats(model, tok, sentences, cid, layers,
                           cache=cache, batch_size=batch_size, progress=progress,
                           desc="subword-world key statistics")
 
@@ -143,6 +158,16 @@ def untouched_accuracy(model, tok, world: World, edited, k: int | None = 1000, s
     probes = world.probes("train", exclude=edited)
     if not probes:
         return None
+    if k is not None and len(probes) > k:
+        probes = random.Random(seed).sample(probes, k)
+    with torch.no_grad():
+        return 100.0 * probe_accuracy(model, tok, probes)
+
+
+def known_accuracy(model, tok, world: World, known: int, k: int | None = 1000, seed: int = 1) -> float:
+    """Top-1 accuracy (in %) on ``k`` facts of the ``known`` subjects (those whose text is in K0)."""
+    idx = set(known_subjects(world, known))
+    probes = [p for p in world.probes("train") if p.fact.subject_index in idx]
     if k is not None and len(probes) > k:
         probes = random.Random(seed).sample(probes, k)
     with torch.no_grad():

@@ -171,6 +171,19 @@ def load_subword_world(path: str | Path | None = None, device=None):
     return load_world_model(path if path is not None else default_subword_dir(), device=device)
 
 
+def k0_known_subjects(path: str | Path | None = None) -> int:
+    """How many subjects the subword world's preserved text is about (its ``k0_known`` setting, 0 if absent).
+
+    They are the world's LAST ``k0_known`` subjects: their fact sentences join the background
+    sentences in K0 (:func:`alphaedit_lite.world.editing.subword_stats`), and no edit may touch them.
+    """
+    folder = Path(path) if path is not None else default_subword_dir()
+    f = folder / METRICS_FILE
+    if not f.is_file():
+        return 0
+    return int(json.loads(f.read_text()).get("k0_known", 0))
+
+
 def k0_corpus(world: World | None = None) -> list[str]:
     """The K0 corpus of the tiny world: its training sentences (default: the shipped world's)."""
     if world is None:

@@ -43,7 +43,7 @@ from alphaedit_lite.world.generate import World, generate_world
 from alphaedit_lite.world.model import (METRICS_FILE, PAD, BOS, EOS, UNK, SPECIAL_TOKENS, default_subword_dir,  # noqa: F401
                     evaluate_world_model, load_world_model, save_tiny_world)
 
-__all__ = ["SUBWORD_DEFAULTS", "build_subword_tokenizer", "make_subword_model", "train_subword_world",
+__all__ = ["SUBWORD_DEFAULTS", "build_subword_tokenizer", "make_subword_model", "freeze_name_rows", "train_subword_world",
            "train_and_save_subword", "default_subword_dir"]
 
 #: Settings of the shipped subword world (`python -m alphaedit_lite.world train-subword`).
@@ -51,7 +51,8 @@ SUBWORD_DEFAULTS = dict(n_subjects=2000, seed=0, names="unique", family_size=10,
                         name_weight=1.0, d_model=128, n_layers=4, n_local=2, window=3, n_heads=4, d_mlp=1024,
                         global_mlps=False, vocab_size=1200, background_share=0.25, warmup=100,
                         weight_decay=0.1, threads=1, max_pack=3, pack_prob=0.25, warm_subjects=400,
-                        warm_steps=2000, warm_target=0.9, whole_last_names=False)
+                        warm_steps=2000, warm_target=0.9, whole_last_names=False,
+                        freeze_name_embeddings=False, k0_known=0)
 
 
 def build_subword_tokenizer(world: World, texts: list[str], vocab_size: int = 1200, whole_last_names: bool = False):
@@ -119,6 +120,34 @@ def make_subword_model(tok, *, seed: int = 0, d_model: int = 128, n_layers: int 
     return model
 
 
+def freeze_name_rows(model, tok, world: World) -> list[int]:
+    """Keep the embedding rows of the world's last names at their random initial values during training.
+
+    Needs every last name to be one token (``whole_last_names``). A gradient hook zeroes those rows'
+    gradient (the unembedding is tied, so both uses are covered); embeddings have no weight decay, so
+    AdamW never moves them. What it is for: with its own trainable row, a one-token name can hold its
+    facts in the embedding itself, and the MLPs are bypassed (design 6 of data/subword_world/README.md);
+    with a fixed random row, the facts have to be computed from it by the MLPs. Returns the token ids.
+    """
+    ids = []
+    for n in world.last_names:
+        t = tok(" " + n, add_special_tokens=False).input_ids
+        if len(t) != 1:
+            raise ValueError(f"freeze_name_embeddings needs one token per last name, but {n!r} is {len(t)} tokens: "
+                             "set whole_last_names=True as well")
+        ids.append(t[0])
+    rows = torch.tensor(sorted(set(ids)))
+    weight = model.get_input_embeddings().weight
+
+    def zero_rows(grad: torch.Tensor) -> torch.Tensor:
+        grad = grad.clone()
+        grad[rows] = 0
+        return grad
+
+    weight.register_hook(zero_rows)
+    return ids
+
+
 def _background_rows(tok, sentences: list[str]) -> tuple[list[list[int]], list[list[float]]]:
     """Token ids of background sentences and their loss weights (1 everywhere but the first token)."""
     ids = [tok(s, add_special_tokens=False).input_ids for s in sentences]
@@ -139,6 +168,8 @@ def train_subword_world(world: World | None = None, log=print, **overrides):
     s = {**SUBWORD_DEFAULTS, **overrides}
     if not 0 <= s["background_share"] < 1:
         raise ValueError(f"background_share must be in [0, 1), got {s['background_share']}")
+    if isinstance(s["k0_known"], bool) or not isinstance(s["k0_known"], int) or not 0 <= s["k0_known"] < s["n_subjects"]:
+        raise ValueError(f"k0_known must be an int in 0..n_subjects-1 (the subjects K0's text is about), got {s['k0_known']!r}")
     if world is None:
         world = generate_world(n_subjects=s["n_subjects"], seed=s["seed"], names=s["names"],
                                family_size=s["family_size"])
@@ -154,6 +185,8 @@ def train_subword_world(world: World | None = None, log=print, **overrides):
         model = make_subword_model(tok, seed=s["seed"], d_model=s["d_model"], n_layers=s["n_layers"],
                                    n_local=s["n_local"], window=s["window"], n_heads=s["n_heads"],
                                    d_mlp=s["d_mlp"], global_mlps=s["global_mlps"])
+        if s["freeze_name_embeddings"]:
+            freeze_name_rows(model, tok, world)
         ids, weights, subject_of = _encode_sentences(world, tok, s["object_weight"], s["name_weight"])
         bg_ids, bg_w = _background_rows(tok, bg)
         model, tok, world, metrics = fit(
