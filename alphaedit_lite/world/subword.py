@@ -47,6 +47,9 @@ __all__ = ["SUBWORD_DEFAULTS", "build_subword_tokenizer", "make_subword_model", 
            "train_and_save_subword", "default_subword_dir"]
 
 #: Settings of the shipped subword world (`python -m alphaedit_lite.world train-subword`).
+#: ``freeze_name_embeddings`` (see :func:`freeze_name_rows`) and ``k0_known`` (how many subjects, the world's
+#: last, the preserved text K0 is about; read at editing time by `alphaedit-lite sequential`) came with design 7
+#: (data/subword_world/README.md); the shipped design uses neither.
 SUBWORD_DEFAULTS = dict(n_subjects=2000, seed=0, names="unique", family_size=10, steps=2500, batch_size=128, lr=6e-3, object_weight=4.0,
                         name_weight=1.0, d_model=128, n_layers=4, n_local=2, window=3, n_heads=4, d_mlp=1024,
                         global_mlps=False, vocab_size=1200, background_share=0.25, warmup=100,
