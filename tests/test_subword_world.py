@@ -180,7 +180,11 @@ def test_k0_with_known_subjects_adds_their_sentences_and_no_edit_may_touch_them(
     per_subject = sum(len(world.trained_phrasings(f)) for f in world.facts if f.subject_index == 29)
     assert more.n_tokens > bare.n_tokens and more.corpus_id == bare.corpus_id + "-known4"
     assert per_subject == 20                                          # 5 relations x 4 trained phrasings
-    assert 0.0 <= known_accuracy(model, tok, world, 4) <= 100.0
+    # the known subjects' facts only: 4 subjects x 5 relations x 4 trained phrasings = 80 probes, scored as a set
+    from alphaedit_lite.world.model import probe_accuracy
+    probes = [p for p in world.probes("train") if p.fact.subject_index >= 26]
+    assert len(probes) == 80
+    assert known_accuracy(model, tok, world, 4, k=None) == pytest.approx(100.0 * probe_accuracy(model, tok, probes))
     # the organism folder says how many subjects K0 knows; the runner refuses edits of them
     train_and_save_subword(tmp_path / "w", **{**kw, "k0_known": 10})
     assert k0_known_subjects(tmp_path / "w") == 10 and k0_known_subjects(tmp_path / "nothing") == 0
