@@ -10,8 +10,9 @@ Prints, for the model's shipped AlphaEdit settings (layers 4-8, 6 context templa
      (ENCORE's: also stop once the new object is the argmax on every prompt);
    - ``v_dtype``: "float32" or "bfloat16" (the layers above L under bf16 autocast; δ, loss, Adam float32);
    with seconds per edit, steps, the target probability reached and δ's distance from the slow path's;
-3. the key statistics + P of layers 4-8 over 102,400 WikiText-2 tokens (recomputed, not cached),
-   and the statistics pass alone with float64 against float32 batch products (``--only-stats``: only this);
+3. the key statistics + P of layers 4-8 over 102,400 WikiText-2 tokens (recomputed, not cached, the
+   shipped ``mom2_forward_dtype``), and the statistics pass alone with float64 against float32 batch
+   products against a bf16 forward pass (``--only-stats``: only this);
 4. quality: one AlphaEdit batch from each lever's targets, with efficacy / generalization / specificity;
 5. with ``--p-table``: how many tokens P needs (the paper's Table 6 question): for 10k-100k tokens,
    the kept rank, the leak ‖P K‖/‖K‖ of held-out WikiText keys (what bounds ‖ΔK0‖ there), and
@@ -69,23 +70,27 @@ def reference_pass(model, tok) -> float:
 
 
 def statistics_and_p(model, tok, hp, ref: float):
-    """Key statistics of the edited layers (recomputed, not cached) and P, timed; then `stats_products`."""
+    """Key statistics of the edited layers (recomputed, not cached; the hparams' forward dtype) and P, timed;
+    then `stats_products`."""
     n_tok = hp.mom2_n_samples * hp.mom2_seq_len
     t0 = time.perf_counter()
-    stats = layer_stats(model, tok, hp.layers, hp.mom2_dataset, n_tok, hp.mom2_seq_len, cache=False, progress=False)
+    stats = layer_stats(model, tok, hp.layers, hp.mom2_dataset, n_tok, hp.mom2_seq_len, cache=False, progress=False,
+                        forward_dtype=hp.mom2_forward_dtype)
     clear_projector_memo()                          # P from scratch, not from memory
     t1 = time.perf_counter()
     projectors(stats, hp.nullspace_threshold, hp.nullspace_mode, cache=False)
     t2 = time.perf_counter()
-    print(f"\nkey statistics, layers {hp.layers}, {n_tok:,} tokens: {t1 - t0:.1f} s "
+    print(f"\nkey statistics, layers {hp.layers}, {n_tok:,} tokens, {stats.forward_dtype} forward "
+          f"(mom2_forward_dtype={hp.mom2_forward_dtype!r}): {t1 - t0:.1f} s "
           f"({(t1 - t0) / ref:.0f} reference passes); P for all layers: {t2 - t1:.1f} s; total {t2 - t0:.1f} s")
     stats_products(model, tok, hp, ref)
     return stats
 
 
 def stats_products(model, tok, hp, ref: float) -> None:
-    """The same statistics with float64 batch products (the path before session 13) beside the default
-    float32 products summed in float64: seconds, the largest entry difference and the kept ranks."""
+    """The same statistics three ways, one after the other: float64 batch products (the path before
+    session 13), float32 products summed in float64, and a bf16-autocast forward pass with float32 products
+    (``mom2_forward_dtype``): seconds, the largest entry difference, ‖ΔC‖/‖C‖, ‖ΔP‖/‖P‖ and the kept ranks."""
     n_tok = hp.mom2_n_samples * hp.mom2_seq_len
     _, ids, mask = corpus_tokens(tok, hp.mom2_dataset, n_tok, hp.mom2_seq_len, progress=False)
     t0 = time.perf_counter()
@@ -93,15 +98,24 @@ def stats_products(model, tok, hp, ref: float) -> None:
     t1 = time.perf_counter()
     fast = collect_second_moments(model, ids, mask, hp.layers, progress=False)
     t2 = time.perf_counter()
+    bf = collect_second_moments(model, ids, mask, hp.layers, progress=False, forward_dtype="bfloat16")
+    t3 = time.perf_counter()
     diff = max(float((fast[l].cov - slow[l].cov).abs().max() / slow[l].cov.abs().max()) for l in hp.layers)
     clear_projector_memo()
-    ranks = {name: [pj.kept_rank for pj in projectors(st, hp.nullspace_threshold, hp.nullspace_mode,
-                                                        cache=False).values()]
-             for name, st in (("float64", slow), ("float32", fast))}
+    pjs = {name: projectors(st, hp.nullspace_threshold, hp.nullspace_mode, cache=False)
+           for name, st in (("float64", slow), ("float32", fast), ("bf16 forward", bf))}
+    ranks = {name: [pj.kept_rank for pj in p.values()] for name, p in pjs.items()}
     print(f"statistics only (no corpus reading), float64 batch products: {t1 - t0:.1f} s ({(t1 - t0) / ref:.1f} "
           f"reference passes); float32 products summed in float64 (the default): {t2 - t1:.1f} s "
           f"({(t2 - t1) / ref:.1f}); ratio {(t1 - t0) / (t2 - t1):.2f}x; largest |ΔC| / max|C| {diff:.1e}; kept ranks "
           f"float64 {ranks['float64']}, float32 {ranks['float32']}")
+    c_rel = [float((bf[l].cov - fast[l].cov).norm() / fast[l].cov.norm()) for l in hp.layers]
+    p_rel = [float((pjs["bf16 forward"][l].P - pjs["float32"][l].P).norm() / pjs["float32"][l].P.norm())
+             for l in hp.layers]
+    print(f"bf16-autocast forward pass, float32 products: {t3 - t2:.1f} s ({(t3 - t2) / ref:.1f} reference passes), "
+          f"{(t2 - t1) / (t3 - t2):.2f}x faster than the float32 forward; per layer ‖ΔC‖/‖C‖ "
+          f"{', '.join(f'{x:.1e}' for x in c_rel)}; ‖ΔP‖/‖P‖ {', '.join(f'{x:.3f}' for x in p_rel)}; kept ranks "
+          f"{ranks['bf16 forward']} (float32 forward {ranks['float32']})")
 
 
 def evaluation_parts(model, tok, ref: float, n_edits: int = 200) -> None:

@@ -624,7 +624,8 @@ CORPUS = "wikitext-2" if shared is not None and (shared / "wikitext-2-raw" / "wi
 if CORPUS != "wikitext-2":
     print("NOTICE: the shared WikiText-2 file is absent; statistics come from text sampled from the model")
 t_stats = time.perf_counter()
-sm_stats = layer_stats(sm_model, sm_tok, sh.layers, CORPUS, sh.mom2_n_tokens, sh.mom2_seq_len, progress=False)
+sm_stats = layer_stats(sm_model, sm_tok, sh.layers, CORPUS, sh.mom2_n_tokens, sh.mom2_seq_len, progress=False,
+                       forward_dtype=sh.mom2_forward_dtype)          # bf16 forward where bf16 is fast
 t_stats = time.perf_counter() - t_stats
 sm_templates = context_templates(sm_model, sm_tok, sh.context_n_prefixes, sh.context_prefix_tokens)
 sm_TR = compute_targets(sm_model, sm_tok, CF, sh.layers[-1], sm_templates, v_num_grad_steps=sh.v_num_grad_steps,
@@ -764,7 +765,7 @@ del sm_model, sm_stats   # free the memory for what follows
 # **Difficulty** 🔴🔴🔴⚪⚪ · **Importance** 🔵🔵🔵🔵⚪ · **Time** about 15 min
 #
 # Take one key k alone (no other edit in the batch, no earlier edits) with its residual r. AlphaEdit
-# solves Δ (kkᵀP + αI) = r kᵀP (Eq. 14) and then adds Δk to the layer's output at that key. Write
+# solves Δ (kkᵀP + αI) = r kᵀP (Eq. 14 with one key and Kp = 0) and then adds Δk to the layer's output at that key. Write
 # `my_written_fraction(K, P, alpha)`: for each key (column of K, shape (d_in, n)) return the
 # fraction of its residual that this Δ writes, Δk = f · r, as a tensor of shape (n,). The checker
 # compares it with what `alphaedit_delta` writes for each key on four inputs and names the usual
@@ -785,7 +786,7 @@ del sm_model, sm_stats   # free the memory for what follows
 # %%
 def my_written_fraction(K, P, alpha):
     """For each key k (column of K, (d_in, n)): the fraction of its residual that AlphaEdit writes for k alone, (n,)."""
-    # BEGIN SOLUTION: Δ = r (Pk)ᵀ / (‖Pk‖² + α) for one key, so the fraction is ‖Pk‖² / (‖Pk‖² + α)
+    # BEGIN SOLUTION: solve for Δ with one key (Hint 1's guess), then read off Δk / r for every column at once
     pk2 = (P @ K).norm(dim=0) ** 2                                   # (n,) ‖Pk‖², the room each key has
     return pk2 / (pk2 + alpha)
     # END SOLUTION
@@ -911,7 +912,7 @@ assert ROOM_TW[l_a]["f"] < ROOM_TW[l_b]["f"]
 
 # %%
 from alphaedit_lite.experiments.records import table1_markdown
-from alphaedit_lite.plots.runs import plot_runs_png
+from alphaedit_lite.plots.runs import plot_runs_png, runs_figure
 from alphaedit_lite.experiments.sequential import MATCHED_LABEL, shipped_run_dir, shipped_runs
 
 SHIP = shipped_run_dir()
@@ -928,6 +929,15 @@ display(Image(filename=str(plot_runs_png(SHIP_RUNS, Path(tempfile.mkdtemp()) / "
 for lab, rows in SHIP_ROWS.items():
     print(f"{lab:13s} efficacy after each batch: " + " ".join(f"{r['efficacy']:.0f}" for r in rows))
     print(f"{'':13s} perplexity ratio:          " + " ".join(f"{r['perplexity_ratio']:.2f}" for r in rows))
+
+# %% [markdown]
+# The same six views, interactive: hover for the figure after each batch, click a name in the legend
+# to hide or show a run, drag to zoom (double-click to zoom out).
+
+# %%
+SHIP_FIG = runs_figure(SHIP_RUNS, title="SmolLM2-135M, 1,000 sequential edits (shipped records), interactive")
+assert {t.name for t in SHIP_FIG.data if t.showlegend is not False} >= set(SHIP_RUNS)   # one legend entry per run
+SHIP_FIG
 
 # %%
 A_rows, M_rows, W_rows, U0 = SHIP_ROWS["AlphaEdit"], SHIP_ROWS["MEMIT"], SHIP_ROWS[MATCHED_LABEL], SHIP_SUMMARY["unedited"]

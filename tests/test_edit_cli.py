@@ -209,6 +209,10 @@ def test_stats_export_and_import_on_the_command_line(tiny_folders, tmp_path, mon
     assert cli_main(["stats", "--model", str(a), "--layers", "2", "--corpus", m.group(1), "--tokens", "256",
                    *common]) == 0
     capsys.readouterr()
+    # --forward-dtype bfloat16: computed again (bf16 statistics have their own cache file), listed as such
+    assert cli_main(["stats", "--model", str(a), "--layers", "2", "--corpus", str(corpus), "--tokens", "256",
+                     "--seq-len", "64", "--forward-dtype", "bfloat16", *common]) == 0
+    assert "_bf16-forward.pt" in capsys.readouterr().out
     # another model: refused with exit status 2 and a message naming the file
     assert cli_main(["stats", "--model", str(b), "--import", str(f), *common]) == 2
     err = capsys.readouterr().err

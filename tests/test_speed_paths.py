@@ -446,7 +446,7 @@ def test_auto_v_dtype_resolves_to_bfloat16_only_where_it_is_fast(tiny, monkeypat
     kw = dict(v_num_grad_steps=4, v_lr=0.5, clamp_norm_factor=4.0, v_early_stop_loss=0.0)
     runs = {}
     for fast in (True, False):
-        monkeypatch.setattr(TG, "has_fast_bfloat16", lambda dev, fast=fast: fast)
+        monkeypatch.setattr(DV, "has_fast_bfloat16", lambda dev, fast=fast: fast)
         runs[fast] = TG.compute_targets(model, tok, reqs, 1, TEMPLATES, v_dtype="auto", **kw).delta
     assert torch.equal(runs[True], TG.compute_targets(model, tok, reqs, 1, TEMPLATES, v_dtype="bfloat16", **kw).delta)
     assert torch.equal(runs[False], TG.compute_targets(model, tok, reqs, 1, TEMPLATES, v_dtype="float32", **kw).delta)
@@ -483,3 +483,53 @@ def test_attention_implementation_is_restored_after_an_error(tiny):
     assert model.config._attn_implementation == old
     with attention_implementation(torch.nn.Linear(2, 2), "eager"):   # no transformers config: nothing to do
         pass
+
+
+# ------------------------------------------------------------------------------------------------
+# The key statistics' bf16 forward pass (mom2_forward_dtype)
+# ------------------------------------------------------------------------------------------------
+def test_bfloat16_statistics_track_the_float32_path(edit_setup, tmp_path, monkeypatch):
+    """bf16 keys: C within a few % of the float32 pass, cached apart, and AlphaEdit's Δ from them close."""
+    from alphaedit_lite.locate import cache as SC
+    from alphaedit_lite.util import device as DV
+
+    model, tok, st32 = edit_setup
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text(EH.corpus_text()[:100_000], encoding="utf-8")
+    monkeypatch.setenv("ALPHAEDIT_CACHE", str(tmp_path / "cache"))
+    f32 = S.layer_stats(model, tok, [1, 2], corpus, n_tokens=3840, seq_len=64, progress=False)
+    bf = S.layer_stats(model, tok, [1, 2], corpus, n_tokens=3840, seq_len=64, progress=False, forward_dtype="bfloat16")
+    assert (f32.forward_dtype, bf.forward_dtype) == ("float32", "bfloat16")
+    for layer in (1, 2):
+        assert bf[layer].count == f32[layer].count == 3840
+        assert torch.equal(f32[layer].sum, st32[layer].sum)              # the float32 path is unchanged
+        rel = float((bf[layer].cov - f32[layer].cov).norm() / f32[layer].cov.norm())
+        assert 0 < rel < 0.03, rel                                        # bf16 rounds, but little
+        paths = [SC.stats_cache_path(model, bf.module_names[layer], bf.corpus_id, 3840, d)
+                 for d in ("float32", "bfloat16")]
+        assert paths[0] != paths[1] and all(q.is_file() for q in paths)
+        assert torch.load(paths[1], weights_only=False)["manifest"]["forward_dtype"] == "bfloat16"
+    # "auto" is bf16 exactly where bf16 is fast (then it is the bf16 file, loaded from the cache)
+    for fast, want in ((True, bf), (False, f32)):
+        monkeypatch.setattr(DV, "has_fast_bfloat16", lambda dev, fast=fast: fast)
+        got = S.layer_stats(model, tok, [1, 2], corpus, n_tokens=3840, seq_len=64, progress=False, forward_dtype="auto")
+        assert all(torch.equal(got[x].sum, want[x].sum) for x in (1, 2))
+    # the same edit from either statistics: Δ within 5 % (P keeps the same directions up to rounding)
+    hp = HP.from_dict("AlphaEdit", {**COMMON, "nullspace_threshold": 0.05, "nullspace_mode": "energy", "L2": 0.5})
+    tr = TG.compute_targets(model, tok, [EH.TINY_REQUESTS[0]], 2, K.context_templates(model, tok, 2, 5),
+                            v_num_grad_steps=6, clamp_norm_factor=4.0)
+    deltas = {}
+    for name, st in (("f32", f32), ("bf", bf)):
+        res = apply_alphaedit(model, tok, [EH.TINY_REQUESTS[0]], hp, stats=st, targets=tr, progress=False)
+        deltas[name] = {x: d.double() for x, d in res.deltas.items()}
+        res.restore(model)
+    for x in deltas["f32"]:
+        rel = float((deltas["bf"][x] - deltas["f32"][x]).norm() / deltas["f32"][x].norm())
+        assert rel < 0.05, (x, rel)
+    with pytest.raises(ValueError, match="forward_dtype must be"):
+        S.layer_stats(model, tok, [1], corpus, n_tokens=3840, seq_len=64, progress=False, forward_dtype="float16")
+    with pytest.raises(ValueError, match="mom2_forward_dtype must be one of"):
+        HP.load_hparams("AlphaEdit", "smollm2-135m").replace(mom2_forward_dtype="half")
+    for method in ("AlphaEdit", "MEMIT", "PRUNE", "RECT", "ROME"):            # the SmolLM2 files: bf16 where fast
+        assert HP.load_hparams(method, "smollm2-135m").mom2_forward_dtype == "auto"
+    assert HP.load_hparams("AlphaEdit", "tiny-world").mom2_forward_dtype == "float32"   # the organisms: float32

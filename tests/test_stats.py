@@ -349,6 +349,26 @@ def test_export_then_import_into_a_fresh_cache(tiny, cache, corpus_file, tmp_pat
         S.layer_stats(model, tok, [2], st.corpus_id, n_tokens=600, progress=False, force_recompute=True)
 
 
+def test_bf16_forward_statistics_travel_with_their_forward_dtype(tiny, cache, corpus_file, tmp_path, monkeypatch):
+    """Statistics from a bf16 forward pass: exported with forward_dtype, imported under their own file
+    name, found again by corpus id and by the corpus with forward_dtype="bfloat16"."""
+    model, tok = tiny
+    st = S.layer_stats(model, tok, [1], corpus_file, n_tokens=600, seq_len=64, progress=False, forward_dtype="bfloat16")
+    f = SSH.export_stats(tmp_path / "bf16.pt", st)
+    assert torch.load(f, weights_only=True)["manifest"]["forward_dtype"] == "bfloat16"
+    monkeypatch.setenv("ALPHAEDIT_CACHE", str(tmp_path / "elsewhere"))
+    imp = SSH.import_stats(f, model)
+    assert imp.forward_dtype == "bfloat16" and torch.equal(imp[1].sum, st[1].sum)
+    assert SC.stats_cache_path(model, imp.module_names[1], imp.corpus_id, 600, "bfloat16").is_file()
+    assert not SC.stats_cache_path(model, imp.module_names[1], imp.corpus_id, 600).is_file()
+    monkeypatch.setattr(S, "collect_second_moments", lambda *a, **k: (_ for _ in ()).throw(AssertionError("computed")))
+    by_id = S.layer_stats(model, tok, [1], st.corpus_id, n_tokens=600, progress=False)   # float32 asked: falls back
+    assert by_id.forward_dtype == "bfloat16" and torch.equal(by_id[1].sum, st[1].sum)
+    again = S.layer_stats(model, tok, [1], corpus_file, n_tokens=600, seq_len=64, progress=False,
+                          forward_dtype="bfloat16")
+    assert torch.equal(again[1].sum, st[1].sum)
+
+
 def test_import_refuses_other_models_layers_and_damage(tiny, cache, corpus_file, tmp_path):
     model, tok = tiny
     st = S.layer_stats(model, tok, [0, 1], corpus_file, n_tokens=300, seq_len=64, progress=False)

@@ -4,7 +4,7 @@
 MEMIT, AlphaEdit, PRUNE, RECT) and prints the model's greedy continuation of the prompt and the
 probabilities of the old and the new object before and after the edit. For AlphaEdit the update is
 the paper's Eq. 14, Δ = R K1ᵀ P (Kp Kpᵀ P + K1 K1ᵀ P + αI)⁻¹ (Fang et al., ICLR 2025), with P the
-null-space projector of the corpus keys' second moment K0 K0ᵀ / n (Eq. 7-8); for MEMIT it is
+null-space projector of the corpus keys' second moment K0 K0ᵀ / n (Eq. 8-9); for MEMIT it is
 MEMIT's Eq. 14, Δ = R K1ᵀ (λ C0 + K1 K1ᵀ)⁻¹ (Meng et al., ICLR 2023). The edited weights live
 in memory and are restored before the command returns; with ``--save DIR`` a successful edit
 (p(new) > p(old) afterwards) is first written to DIR as a Hugging Face model folder
@@ -245,7 +245,7 @@ def run_edit(model, tok, method: str, subject: str, prompt: str, target: str, ta
                              f"≥ {3 * d_in} (the shipped setting is {hp.mom2_n_tokens}), or --method AlphaEdit")
         t1 = time.perf_counter()
         stats = layer_stats(model, tok, hp.layers, corpus_used, tokens_used, min(hp.mom2_seq_len, max(tokens_used, 2)),
-                            progress=progress)
+                            progress=progress, forward_dtype=hp.mom2_forward_dtype)
         seconds["stats"] = time.perf_counter() - t1
 
     snap = {n: p.detach().clone() for n, p in model.named_parameters()}
@@ -454,7 +454,7 @@ class StatsRow:
 
 def run_stats(model, tok, layers: Sequence[int], corpus: str = "wikitext-2", n_tokens: int = 102_400, *,
               seq_len: int = 128, threshold: float = 2e-2, mode: str = "absolute", force: bool = False,
-              progress: bool = True) -> tuple[Any, list[StatsRow]]:
+              progress: bool = True, forward_dtype: str = "float32") -> tuple[Any, list[StatsRow]]:
     """Compute or load C0 of ``layers`` and AlphaEdit's P for each; returns ``(LayerStats, rows)``."""
     from alphaedit_lite.locate import stats as S
     from alphaedit_lite.locate import cache as SC
@@ -462,13 +462,14 @@ def run_stats(model, tok, layers: Sequence[int], corpus: str = "wikitext-2", n_t
     if isinstance(n_tokens, bool) or not isinstance(n_tokens, int) or n_tokens < 1:
         raise ValueError(f"--tokens must be a positive number of corpus tokens, got {n_tokens!r}")
     seq_len = min(int(seq_len), max(n_tokens, 2))
-    st = S.layer_stats(model, tok, list(layers), corpus, n_tokens, seq_len, force_recompute=force, progress=progress)
+    st = S.layer_stats(model, tok, list(layers), corpus, n_tokens, seq_len, force_recompute=force, progress=progress,
+                       forward_dtype=forward_dtype)
     pjs = S.projectors(st, threshold=threshold, mode=mode, cache=True)
     rows = []
     for layer in st:
         pj = pjs[layer]
         lam = pj.eigenvalues
-        path = SC.stats_cache_path(st.model_id, st.module_names[layer], st.corpus_id, st.n_tokens)
+        path = SC.stats_cache_path(st.model_id, st.module_names[layer], st.corpus_id, st.n_tokens, st.forward_dtype)
         ppath = getattr(S, "_projector_path", None)
         pp = ppath(st, layer, threshold, mode) if ppath is not None else None
         rows.append(StatsRow(layer=layer, dim=int(lam.numel()), count=st[layer].count, kept_rank=pj.kept_rank,
@@ -562,19 +563,22 @@ def cmd_stats(args: argparse.Namespace) -> int:
         return 0
     layers = args.layers
     n_tokens, seq_len = args.tokens, args.seq_len
+    try:
+        hp, why = load_hparams("AlphaEdit", args.model), None
+    except ValueError as exc:
+        hp, why = None, exc
     if layers is None or n_tokens is None:
-        try:
-            hp = load_hparams("AlphaEdit", args.model)
-        except ValueError as exc:
+        if hp is None:
             raise ValueError(f"no shipped hyper-parameters for {args.model!r} to take defaults from; "
-                             f"pass --layers and --tokens ({exc})") from None
+                             f"pass --layers and --tokens ({why})") from None
         layers = layers or hp.layers
         n_tokens = n_tokens or hp.mom2_n_tokens
+    forward_dtype = args.forward_dtype or (hp.mom2_forward_dtype if hp is not None else "float32")
     model, tok, secs = _load(args.model, args.device, args.threads)
     print(f"loaded {args.model} in {secs:.1f} s on {next(model.parameters()).device}", file=sys.stderr)
     t0 = time.perf_counter()
     st, rows = run_stats(model, tok, layers, args.corpus, n_tokens, seq_len=seq_len, threshold=args.threshold,
-                         mode=args.mode, force=args.force, progress=not args.quiet)
+                         mode=args.mode, force=args.force, progress=not args.quiet, forward_dtype=forward_dtype)
     print(format_stats_report(st, rows, args.threshold, args.mode))
     if args.export:
         from alphaedit_lite.locate.share import export_stats
@@ -613,6 +617,10 @@ def add_stats_parser(subparsers) -> argparse.ArgumentParser:
     q.add_argument("--threshold", type=float, default=2e-2, help="null-space threshold (default 2e-2)")
     q.add_argument("--mode", default="absolute", choices=list(MODES),
                    help="how the threshold is read (default absolute)")
+    q.add_argument("--forward-dtype", default=None, choices=["float32", "bfloat16", "auto"],
+                   help="the statistics' forward pass: float32, bfloat16 (bf16 autocast; keys cast to float32 for "
+                        "the products) or auto (bf16 where the device has fast bf16); default: the hparams "
+                        "file's mom2_forward_dtype, float32 without one. Cached separately")
     q.add_argument("--force", action="store_true", help="recompute even if cached")
     q.add_argument("--export", default=None, metavar="FILE",
                    help="also write the statistics into FILE, one file to share (torch.save of each layer's "

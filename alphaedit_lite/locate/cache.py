@@ -60,10 +60,13 @@ def model_id(model: torch.nn.Module) -> str:
     return f"{name}-{h.hexdigest()[:10]}"
 
 
-def stats_cache_path(model_or_id, module_name: str, corpus_id: str, n_tokens: int) -> Path:
-    """``cache_dir()/stats/<model-id>/<module>/<corpus-id>_<n_tokens>.pt``."""
+def stats_cache_path(model_or_id, module_name: str, corpus_id: str, n_tokens: int,
+                     forward_dtype: str = "float32") -> Path:
+    """``cache_dir()/stats/<model-id>/<module>/<corpus-id>_<n_tokens>.pt``; statistics whose forward
+    pass ran under bf16 autocast (``forward_dtype="bfloat16"``) end in ``_bf16-forward.pt`` instead."""
     mid = model_or_id if isinstance(model_or_id, str) else model_id(model_or_id)
-    return cache_dir() / "stats" / mid / _safe(module_name) / f"{_safe(corpus_id)}_{int(n_tokens)}.pt"
+    tail = "" if forward_dtype == "float32" else f"_{forward_dtype.replace('bfloat16', 'bf16')}-forward"
+    return cache_dir() / "stats" / mid / _safe(module_name) / f"{_safe(corpus_id)}_{int(n_tokens)}{tail}.pt"
 
 
 STATS_FORMAT = "alphaedit-lite/second-moment/v1"   # the SecondMoment.save layout; the manifest rides along

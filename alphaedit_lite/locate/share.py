@@ -74,7 +74,7 @@ def export_stats(path: str | os.PathLike, stats: LayerStats, *, threshold: float
         "model_id": stats.model_id, "fingerprint": _fingerprint(stats.model_id), "layers": layers,
         "modules": {str(layer): stats.module_names[layer] for layer in layers},
         "corpus_id": stats.corpus_id, "n_tokens": stats.n_tokens, "dim": int(stats[layers[0]].dim),
-        "dtype": "float64", "kit_version": _kit_version(), "created": _now(),
+        "dtype": "float64", "forward_dtype": stats.forward_dtype, "kit_version": _kit_version(), "created": _now(),
         "projector": None if threshold is None else {"threshold": float(threshold), "mode": mode},
         "sha256": {"stats": stats_sha, "projectors": projector_sha},
         "checksum": _export_checksum(stats_sha, projector_sha),
@@ -90,9 +90,11 @@ def export_stats(path: str | os.PathLike, stats: LayerStats, *, threshold: float
 def _store_imported(st: LayerStats, pjs: dict[int, Projector], source: dict) -> None:
     """Write imported statistics (and projectors) into the cache, each with its manifest."""
     for layer, sm in st.items():
-        write_stats_file(stats_cache_path(st.model_id, st.module_names[layer], st.corpus_id, st.n_tokens), sm,
+        write_stats_file(stats_cache_path(st.model_id, st.module_names[layer], st.corpus_id, st.n_tokens,
+                                          st.forward_dtype), sm,
                          _stats_manifest(sm, model_id=st.model_id, module=st.module_names[layer],
-                                         corpus_id=st.corpus_id, n_tokens=st.n_tokens, **source))
+                                         corpus_id=st.corpus_id, n_tokens=st.n_tokens,
+                                         forward_dtype=st.forward_dtype, **source))
     for layer, pj in pjs.items():
         _write_projector(_projector_path(st, layer, pj.threshold, pj.mode), pj, _projector_manifest(
             pj, model_id=st.model_id, module=st.module_names[layer], corpus_id=st.corpus_id, n_tokens=st.n_tokens,
@@ -185,7 +187,8 @@ def _import_export_blob(path: Path, blob: dict, model, layers, corpus_id: str | 
         if tuple(pj.P.shape) != (d_in, d_in) or _projector_sha256(pj) != sha["projectors"][key]:
             raise ValueError(damaged)
         pjs[int(key)] = pj
-    st = LayerStats(out, model_id=mid, corpus_id=corpus_id or man["corpus_id"], n_tokens=n_tokens, module_names=names)
+    st = LayerStats(out, model_id=mid, corpus_id=corpus_id or man["corpus_id"], n_tokens=n_tokens, module_names=names,
+                    forward_dtype=man.get("forward_dtype", "float32"))
     if cache:
         _store_imported(st, pjs, {"imported_from": str(path), "source_model_id": man["model_id"],
                                   "source_kit_version": man.get("kit_version")})

@@ -1,7 +1,7 @@
 """Target values V1: the residual vector z = h + δ that makes the model say the new object.
 
 MEMIT (Meng et al. 2023, Eq. 16-17; ROME's compute_v) and AlphaEdit (Fang et al., ICLR 2025, the
-V1 of Eq. 9-14) find, for every request i, a vector δ_i that, ADDED TO THE OUTPUT OF THE LAST
+V1 of Eq. 3, used in Eq. 11-14) find, for every request i, a vector δ_i that, ADDED TO THE OUTPUT OF THE LAST
 EDITED LAYER L at the subject's last token, makes the model predict the new object:
 
     min_δ  (1/T) Σ_templates −log p(o* | prefix_j ⊕ prompt(s))              (NLL, teacher forcing)
@@ -51,7 +51,7 @@ from alphaedit_lite.model.arch import arch_spec, attention_implementation, check
 from alphaedit_lite.model.hooks import block_inputs, run_blocks
 from alphaedit_lite.locate.requests import as_request
 from alphaedit_lite.model.tokens import pad_id
-from alphaedit_lite.util.device import has_fast_bfloat16
+from alphaedit_lite.util.device import resolve_compute_dtype
 
 __all__ = ["ResidualRunner", "SuffixRunner", "TargetResult", "compute_targets", "target_token_ids", "frozen_params"]
 
@@ -379,10 +379,7 @@ def compute_targets(model, tok, requests, layer: int, templates: Sequence[str] =
     """
     if v_stop not in ("loss", "most_probable"):
         raise ValueError(f"v_stop must be 'loss' or 'most_probable', got {v_stop!r}")
-    if v_dtype not in ("float32", "bfloat16", "auto"):
-        raise ValueError(f"v_dtype must be 'float32', 'bfloat16' or 'auto', got {v_dtype!r}")
-    if v_dtype == "auto":
-        v_dtype = "bfloat16" if has_fast_bfloat16(next(model.parameters()).device) else "float32"
+    v_dtype = resolve_compute_dtype(v_dtype, next(model.parameters()).device, "v_dtype")
     requests = [as_request(r) for r in requests]
     if not requests:
         raise ValueError("no requests given")

@@ -173,7 +173,7 @@ def resolve_stats(model, tok, hp: TargetHParams, stats, progress: bool = True) -
     check_layers(model, hp.layers)
     if stats is None:
         stats = layer_stats(model, tok, hp.layers, hp.mom2_dataset, hp.mom2_n_tokens, hp.mom2_seq_len,
-                            progress=progress)
+                            progress=progress, forward_dtype=hp.mom2_forward_dtype)
     check_stats(model, stats, hp.layers)
     return stats
 

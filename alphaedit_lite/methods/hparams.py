@@ -13,7 +13,7 @@ The names follow the reference code of ROME / MEMIT (Meng et al. 2022, 2023) and
 * ``mom2_*``: the key statistics C0 = K0 K0ᵀ / n (MEMIT Eq. 14): corpus (``mom2_dataset``),
   number of text samples (``mom2_n_samples`` fixed-length chunks of ``mom2_seq_len`` tokens, so
   ``n_tokens = mom2_n_samples · mom2_seq_len``) and MEMIT's λ (``mom2_update_weight``).
-* ``nullspace_threshold`` / ``nullspace_mode``: AlphaEdit's projector P (Eq. 7-8), see
+* ``nullspace_threshold`` / ``nullspace_mode``: AlphaEdit's projector P (Eq. 8-9), see
   :func:`alphaedit_lite.core.nullspace.null_space_projector`. ``L2`` is AlphaEdit's α (Eq. 14).
 * ``project``: AlphaEdit's plug-in for MEMIT, PRUNE and RECT (the paper's "one line": every
   layer update Δ is replaced by Δ P before it is applied).
@@ -65,6 +65,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "nullspace_mode": MODES,
     "v_stop": ("loss", "most_probable"),
     "v_dtype": ("float32", "bfloat16", "auto"),
+    "mom2_forward_dtype": ("float32", "bfloat16", "auto"),
 }
 
 
@@ -124,6 +125,8 @@ class TargetHParams(BaseHParams):
     mom2_n_samples: int = 1000
     mom2_seq_len: int = 128
     mom2_dtype: str = "float64"     # statistics are always accumulated in float64 here
+    mom2_forward_dtype: str = "float32"  # the statistics' forward pass: "bfloat16" under bf16 autocast
+    #                                      (keys cast to float32 for the products), "auto" where bf16 is fast
 
     def validate(self) -> None:
         super().validate()
@@ -135,7 +138,7 @@ class TargetHParams(BaseHParams):
         for name in ("v_weight_decay", "kl_factor", "v_early_stop_loss"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be ≥ 0, got {getattr(self, name)}")
-        for name in ("v_stop", "v_dtype"):
+        for name in ("v_stop", "v_dtype", "mom2_forward_dtype"):
             if getattr(self, name) not in CHOICES[name]:
                 raise ValueError(f"{name} must be one of {', '.join(CHOICES[name])}, got {getattr(self, name)!r}")
         if self.mom2_n_samples < 1 or self.mom2_seq_len < 2:

@@ -44,10 +44,8 @@ def projection_post(hp: MEMITHParams, stats):
 
     Returns ``(projectors, post, info)``; ``post(layer, Δ, W)`` is the hook of the MEMIT engine.
     """
-    sub = {x: stats[x] for x in hp.layers}
-    if isinstance(stats, LayerStats):  # keep the provenance so that projectors are cached on disk
-        sub = LayerStats(sub, model_id=stats.model_id, corpus_id=stats.corpus_id, n_tokens=stats.n_tokens,
-                         module_names={x: stats.module_names[x] for x in hp.layers})
+    # a LayerStats keeps its provenance, so that projectors are cached on disk
+    sub = stats.subset(hp.layers) if isinstance(stats, LayerStats) else {x: stats[x] for x in hp.layers}
     pjs = projectors(sub, hp.nullspace_threshold, hp.nullspace_mode)
 
     def post(layer: int, delta: torch.Tensor, W: torch.Tensor) -> torch.Tensor:

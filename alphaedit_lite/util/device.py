@@ -45,6 +45,18 @@ def has_fast_bfloat16(device: str | torch.device) -> bool:
     return dev.type == "cpu" and bool(_cpu_flags() & {"avx512_bf16", "amx_bf16", "bf16"})
 
 
+def resolve_compute_dtype(choice: str, device: str | torch.device, what: str = "dtype") -> str:
+    """``"float32"`` or ``"bfloat16"`` for a setting that may also be ``"auto"`` (bf16 where it is fast).
+
+    Used by the target optimisation (``v_dtype``) and the key statistics (``mom2_forward_dtype``).
+    """
+    if choice not in ("float32", "bfloat16", "auto"):
+        raise ValueError(f"{what} must be 'float32', 'bfloat16' or 'auto', got {choice!r}")
+    if choice == "auto":
+        return "bfloat16" if has_fast_bfloat16(device) else "float32"
+    return choice
+
+
 @functools.lru_cache(maxsize=1)
 def _cpu_flags() -> frozenset[str]:
     """The words of Linux's /proc/cpuinfo (read once per process); empty where there is none."""
