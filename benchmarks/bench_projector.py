@@ -1,4 +1,4 @@
-"""Benchmark: building AlphaEdit's null-space projector P (Fang et al., ICLR 2025, Eq. 5-7) with
+"""Benchmark: building AlphaEdit's null-space projector P (Fang et al., ICLR 2025, Eq. 8-9) with
 `eigh` (our `null_space_projector`) versus the SVD route of the reference code,
 
     U, S, _ = torch.linalg.svd(C);  P = U[:, S < thr] @ U[:, S < thr].T

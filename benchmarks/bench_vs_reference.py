@@ -1,7 +1,7 @@
 """Benchmark: the kit's AlphaEdit and MEMIT on SmolLM2-135M against the reference figures of issue 6.
 
 The reference is EasyEdit's implementation of AlphaEdit (Fang et al., ICLR 2025, Eq. 14, with the
-null-space projector P of Eq. 7-8) and MEMIT (Meng et al., ICLR 2023, Eq. 14), run on a machine like
+null-space projector P of Eq. 8-9) and MEMIT (Meng et al., ICLR 2023, Eq. 14), run on a machine like
 ours (2 CPU cores, SmolLM2-135M in float32) with the paper's Llama-3 settings adapted to SmolLM2:
 layers 4-8, loss at the last layer, 25 optimisation steps, norm clamp 0.75, KL factor 0.0625,
 null-space threshold 2e-2, α = 10, learning rate 0.5 or 0.1, and EasyEdit's context templates

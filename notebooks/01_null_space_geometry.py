@@ -22,7 +22,7 @@
 #
 # **Learning objectives**
 # 1. See, in 3-D, why an update that is projected with P = Û Ûᵀ leaves the outputs of preserved
-#    keys unchanged: (ΔP)K0 = 0 (the paper's Eq. 5-7).
+#    keys unchanged: (ΔP)K0 = 0 (the paper's Eq. 8-10).
 # 2. Read an eigenvalue spectrum of K0K0ᵀ/n on a log scale and see where the threshold cuts it.
 # 3. Measure how the kept rank and the leak ‖(ΔP)K0‖ depend on the threshold and on the noise in
 #    the keys (with sliders).
@@ -162,6 +162,45 @@ fig3d = viz.plot_keys_3d(K0_3d, null_direction=n_dir, update=delta[0], projected
 fig3d
 
 # %% [markdown]
+# **Question (conceptual, 3 min): what if the preserved keys leave no direction empty?** Suppose
+# the keys are not exactly on the plane: each has a little noise along the normal **n** too. What
+# are C's eigenvalues now, what would a projector onto the *exact* null space be, and what can
+# AlphaEdit still do?
+#
+# <details><summary>Answer</summary>
+#
+# C then has full rank: its smallest eigenvalue equals the noise variance along **n**, small but
+# not zero. The exact null space is empty, so its projector would be P = 0 and every projected
+# update ΔP = 0: no edit could be written at all (the library refuses with "no room to edit").
+# AlphaEdit therefore keeps the eigenvectors whose eigenvalues are *below a threshold*, an
+# approximate null space. Preserved outputs then move, but only a little: for each key,
+# |δP·k| ≤ ‖δP‖·‖Pk‖, and ‖Pk‖² is the key's (small) energy along the kept directions. The next
+# cell checks all three statements. Real models are in this situation (notebook 03).
+# </details>
+
+# %%
+noise = 0.05 * torch.randn(1, n3, generator=gen, dtype=torch.float64)         # a little energy along n
+K0_noisy = K0_3d.cpu() + n_dir.cpu()[:, None] * noise                          # (3, n)
+C_noisy = SecondMoment.from_keys(K0_noisy).cov
+lam_noisy = torch.linalg.eigvalsh(C_noisy)
+print("eigenvalues of the noisy C:", [f"{v:.3e}" for v in lam_noisy.tolist()])
+assert float(lam_noisy[0]) > 1e-4 * float(lam_noisy[-1])                       # full rank now
+try:
+    null_space_projector(C_noisy, threshold=1e-12, mode="absolute")            # the exact null space
+    raise AssertionError("an exact null space should not exist here")
+except ValueError as e:
+    assert "no room to edit" in str(e)
+    print("exact null space:", str(e).split(";")[0])
+near = null_space_projector(C_noisy, threshold=0.1 * float(lam_noisy[1]), mode="absolute")  # below the plane's
+delta_near = delta.cpu() @ near.P                                               # (1, 3)
+moved = (delta_near @ K0_noisy).abs()                                           # |δP·k| per preserved key
+bound = delta_near.norm() * (near.P @ K0_noisy).norm(dim=0)                     # ‖δP‖·‖Pk‖ per key
+print(f"approximate null space: keeps {near.kept_rank} direction(s); preserved outputs move by at most "
+      f"{float(moved.max()):.3f} (the unprojected update: {float((delta.cpu() @ K0_noisy).abs().max()):.3f})")
+assert near.kept_rank == 1 and bool((moved <= bound + 1e-12).all())
+assert float(moved.max()) < 0.1 * float((delta.cpu() @ K0_noisy).abs().max())
+
+# %% [markdown]
 # ### Your turn: build C and P yourself
 #
 # Two short exercises on the two steps above. Write the body of each function; the cell under it
@@ -190,7 +229,7 @@ fig3d
 # %%
 def my_covariance(K: torch.Tensor) -> torch.Tensor:
     """C = K Kᵀ / n for keys as columns K (d, n); returns (d, d) float64."""
-    # BEGIN SOLUTION: return K Kᵀ / n in float64 (keys are the columns of K)
+    # BEGIN SOLUTION: the second moment of the keys (the columns of K), in float64
     K = K.to(torch.float64)          # (d, n)
     return K @ K.T / K.shape[1]      # (d, d)
     # END SOLUTION

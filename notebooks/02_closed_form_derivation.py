@@ -109,6 +109,14 @@ print(f"this notebook computes on: {device}")
 # the kit follows the code: its `AlphaEditHParams.L2` (called α here) defaults to 10. Both are the
 # same formula with a different weight; section 4 solves it for α = 1 and α = 10 side by side.
 #
+# **Equation numbers** in every notebook and in the library are those of the ICLR 2025 paper
+# (published version): Eq. 5 the objective with a preservation term ‖(W + Δ)K0 − V0‖², Eq. 6 its
+# solution; Eq. 8 the SVD of K0K0ᵀ and Eq. 9 P = ÛÛᵀ; Eq. 10 (W + ΔP)K0 = WK0 = V0; Eq. 12
+# AlphaEdit's objective with the ‖ΔP‖² and ‖ΔP Kp‖² terms; Eq. 13 its normal equation; Eq. 14 the
+# closed form; Eq. 15 MEMIT's sequential solution R K1ᵀ(KpKpᵀ + K1K1ᵀ + K0K0ᵀ)⁻¹, which the kit
+# writes with MEMIT's weight λ on K0K0ᵀ. Other papers' equations are named with their paper
+# ("MEMIT Eq. 14").
+#
 # The preserved keys span r of the d_in dimensions exactly (noise comes in section 7). The new
 # keys and the earlier edits' keys look like preserved keys (a strong part inside their span)
 # plus a smaller part outside it: there are more of them (u + p) than free dimensions (d_in − r),

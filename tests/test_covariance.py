@@ -1,4 +1,4 @@
-"""Tests of `SecondMoment`, the streaming C = K0 K0ᵀ / n (AlphaEdit Eq. 7-8, MEMIT Eq. 14)."""
+"""Tests of `SecondMoment`, the streaming C = K0 K0ᵀ / n (AlphaEdit Eq. 8, MEMIT Eq. 14)."""
 from __future__ import annotations
 
 import numpy as np

@@ -25,8 +25,7 @@ EXERCISE_NOTEBOOKS = ["00_editing_as_a_tradeoff", "01_null_space_geometry", "02_
                       "03_editing_a_real_model", "04_memit_vs_alphaedit", "05_hidden_state_drift",
                       "06_locating_facts"]
 # notebooks with conceptual questions whose answers are folded (<details><summary>Answer…</summary>)
-ANSWER_NOTEBOOKS = ["00_editing_as_a_tradeoff", "02_closed_form_derivation", "04_memit_vs_alphaedit",
-                    "05_hidden_state_drift", "06_locating_facts"]
+ANSWER_NOTEBOOKS = EXERCISE_NOTEBOOKS
 ANSWER_BLOCK = re.compile(r"<details>\s*<summary>\s*Answer\b[^<]*</summary>(.*?)</details>", re.S | re.I)
 HINT_SUMMARY = re.compile(r"<summary>\s*Hint\b", re.I)
 CHECK_CALL = re.compile(r"^\s*(check_\w+)\((\w+)[,)]", re.M)   # check_x(my_fn) or check_x(my_fn, model, ...)

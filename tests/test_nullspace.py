@@ -1,4 +1,4 @@
-"""Tests of the null-space projector P = Û Ûᵀ (AlphaEdit, Fang et al. 2025, Sec. 3.1, Eq. 5-7).
+"""Tests of the null-space projector P = Û Ûᵀ (AlphaEdit, Fang et al. 2025, Sec. 3.2, Eq. 8-9).
 
 Keys are built with a known spectrum (see conftest.make_keys): `rank` eigenvalues of C in
 [1, 100] and d - rank eigenvalues that are zero plus noise² (noise ≤ 0.1 keeps them below 0.03

@@ -1,4 +1,4 @@
-"""Tests of the numerical checks in `alphaedit_lite.core.verify` (the null-space claim, AlphaEdit Eq. 5-7)."""
+"""Tests of the numerical checks in `alphaedit_lite.core.verify` (the null-space claim, AlphaEdit Eq. 10)."""
 from __future__ import annotations
 
 import math

@@ -1,6 +1,6 @@
 """Streaming key statistics: the uncentred second moment C = K0 K0ᵀ / n.
 
-AlphaEdit (Fang et al., ICLR 2025, Eq. 7-8) and MEMIT (Meng et al., 2023, Eq. 14) both need the
+AlphaEdit (Fang et al., ICLR 2025, Eq. 8-9) and MEMIT (Meng et al., 2023, Eq. 14) both need the
 matrix K0 K0ᵀ, where the columns of K0 are the inputs ("keys") of the rewrite module on text
 that stands for the knowledge to preserve. Hundreds of thousands of keys never fit in memory at
 once, so we stream them: C = Σ_batches Xᵀ X / n, accumulated in float64 (float32 sums of 10⁵

@@ -1,4 +1,4 @@
-"""The null-space projector P of AlphaEdit (Fang et al., ICLR 2025, Sec. 3.1, Eq. 5-7).
+"""The null-space projector P of AlphaEdit (Fang et al., ICLR 2025, Sec. 3.2, Eq. 8-9).
 
 With C = K0 K0ᵀ / n = U Λ Uᵀ (eigendecomposition of a symmetric PSD matrix), the directions in
 which the preserved keys have (near) zero energy are the eigenvectors Û with small eigenvalues.

@@ -1,6 +1,6 @@
 """The keys K1 of the facts to edit: the rewrite module's input at the subject's last token.
 
-MEMIT (Meng et al. 2023, Eq. 19) and AlphaEdit (Fang et al., ICLR 2025, Eq. 9-14) write a new
+MEMIT (Meng et al. 2023, Eq. 19) and AlphaEdit (Fang et al., ICLR 2025, K1 of Eq. 3, used in Eq. 11-14) write a new
 fact (s, r, o*) into the linear memory V = W K of a layer's MLP output projection at the key
 ``k = σ(W_in γ(h))`` that the subject's LAST token produces. Because the same subject appears after
 many different contexts, the key is averaged over a few short context prefixes (MEMIT's "context

@@ -1,7 +1,7 @@
 """AlphaEdit (Fang et al., ICLR 2025): null-space constrained editing, Eq. 14.
 
 For every edited layer l, with P_l the projector onto the (near-)null space of the preserved keys'
-second moment C0 (Eq. 7-8, :func:`alphaedit_lite.locate.stats.projectors`), Kp the keys of earlier edits
+second moment C0 (Eq. 8-9, :func:`alphaedit_lite.locate.stats.projectors`), Kp the keys of earlier edits
 (the cache carried in :class:`~alphaedit_lite.methods.common.EditState` across sequential calls)
 and α = ``hparams.L2``:
 

@@ -2,7 +2,7 @@
 :mod:`alphaedit_lite.widgets.nullspace`).
 
 Nothing here is new mathematics. Projectors come from `nullspace.null_space_projector`
-(AlphaEdit, Fang et al. ICLR 2025, Eq. 5-7: P = Û Ûᵀ from the eigenvectors of K0 K0ᵀ / n with
+(AlphaEdit, Fang et al. ICLR 2025, Eq. 8-9: P = Û Ûᵀ from the eigenvectors of K0 K0ᵀ / n with
 small eigenvalues), updates from `solvers.memit_delta` (MEMIT Eq. 14) and
 `solvers.alphaedit_delta` (AlphaEdit Eq. 14), leaks from `verify.preserved_change`. This module
 only arranges their numbers into pictures:

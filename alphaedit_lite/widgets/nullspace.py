@@ -1,7 +1,7 @@
 """Slider explorers over the null-space core: the threshold/noise explorer and MEMIT's λ explorer.
 
 * :func:`null_space_explorer`  ipywidgets sliders (threshold, noise) → kept rank and ‖(ΔP)K0‖ live
-  (AlphaEdit, Fang et al. ICLR 2025, Eq. 5-7: P = Û Ûᵀ from the eigenvectors of K0 K0ᵀ / n with
+  (AlphaEdit, Fang et al. ICLR 2025, Eq. 8-9: P = Û Ûᵀ from the eigenvectors of K0 K0ᵀ / n with
   small eigenvalues);
 * :func:`lambda_explorer`      a λ slider: MEMIT's update (Meng et al. 2023, Eq. 14) recomputed
   live and marked on the static sweep of :func:`alphaedit_lite.plots.viz.lambda_sweep`.

@@ -5,7 +5,7 @@ seeded generator invents ≥1000 people with pronounceable multi-word names and 
 relation (birthplace, native language, profession, employer, instrument), says each fact in
 several phrasings, and trains a 4-layer `LlamaForCausalLM` (the same architecture and rewrite
 module `model.layers.{l}.mlp.down_proj` as SmolLM2) on the resulting text until it knows every
-fact. Its training sentences are the K0 corpus (preserved knowledge, AlphaEdit Eq. 2-8) and its
+fact. Its training sentences are the K0 corpus (preserved knowledge, AlphaEdit Eq. 5-10) and its
 CounterFact-format records are the edits K1.
 
     from alphaedit_lite.world import load_tiny_world, k0_corpus

@@ -1,6 +1,6 @@
 """Background text for the subword world: ordinary sentences that are not about the edited facts.
 
-No paper equation is implemented here. AlphaEdit (Fang et al., ICLR 2025, Eq. 2-8) protects the
+No paper equation is implemented here. AlphaEdit (Fang et al., ICLR 2025, Eq. 5-10) protects the
 keys K0 of "knowledge to preserve", estimated in the paper from 100,000 Wikipedia triples: text
 that is mostly NOT about the facts being edited. The tiny world has no such text (its K0 is its own
 fact sentences), so its null space has no room for edits. The subword world is trained on a mix of

@@ -4,7 +4,7 @@ The subword world's K0 comes from held-out background sentences (:func:`subword_
 edits are also judged by the perplexity of other background sentences (:func:`perplexity_ratio`);
 the rest of this docstring is about the tiny world.
 
-AlphaEdit's preserved keys K0 (Eq. 2-8 of the paper) are, for the tiny world, the rewrite-module
+AlphaEdit's preserved keys K0 (Eq. 5-10 of the paper) are, for the tiny world, the rewrite-module
 inputs at every token of its own training text: everything the model was taught. The statistics
 C0 = K0 K0ᵀ / n are computed in one forward pass over all training sentences (each sentence is
 one row, as in training) and cached beside the other statistics of the kit.

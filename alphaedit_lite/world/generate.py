@@ -1,7 +1,7 @@
 """A seeded fictional world: made-up people, their facts, training sentences and CounterFact records.
 
 No paper equation is implemented here. The world supplies the two kinds of keys that AlphaEdit
-(Fang et al., ICLR 2025, Eq. 2-8) and MEMIT (Meng et al., 2023, Eq. 14) work with:
+(Fang et al., ICLR 2025, Eq. 5-10) and MEMIT (Meng et al., 2023, Eq. 14) work with:
 
 * K0, the preserved knowledge: the keys the model computes on its own training text,
   `World.training_sentences()` (the "Wikipedia" of this world);

@@ -3,7 +3,7 @@
 No paper equation is implemented here. The model is a `transformers.LlamaForCausalLM`, so the
 rewrite module of MEMIT/AlphaEdit is `model.layers.{l}.mlp.down_proj` exactly as in SmolLM2: its
 weight W has shape (d_model, d_mlp) and its input, the key k ∈ R^{d_mlp}, is what K0 and K1
-collect (Fang et al., ICLR 2025, Eq. 2).
+collect (Fang et al., ICLR 2025, Eq. 2: the MLP's output projection as a key-value memory).
 
 The tokenizer is word-level (`tokenizers` WordLevel model, `Whitespace` pre-tokenizer), wrapped in
 a `PreTrainedTokenizerFast`. It adds no special tokens to encoded text, like SmolLM2's, and

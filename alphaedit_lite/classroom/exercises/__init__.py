@@ -9,8 +9,8 @@ message gives the measured error.
 
 | checker | learner writes | paper |
 |---|---|---|
-| `check_covariance(fn)` | `fn(K) -> C = K Kᵀ / n`, keys as columns K (d, n) | AlphaEdit Eq. 7-8 |
-| `check_projector(fn)` | `fn(C, threshold) -> P = Û Ûᵀ`, Û = eigenvectors with λ < threshold | AlphaEdit Eq. 5-7 |
+| `check_covariance(fn)` | `fn(K) -> C = K Kᵀ / n`, keys as columns K (d, n) | AlphaEdit Eq. 8 (its input) |
+| `check_projector(fn)` | `fn(C, threshold) -> P = Û Ûᵀ`, Û = eigenvectors with λ < threshold | AlphaEdit Eq. 8-9 |
 | `check_grad_J(fn)` | `fn(Delta, R, K1, P, alpha, prev_cov) -> ∇J(Δ)` | AlphaEdit Eq. 13 |
 | `check_alphaedit_delta(fn)` | `fn(R, K1, P, alpha, prev_cov) -> Δ = R K1ᵀ P (KpKpᵀP + K1K1ᵀP + αI)⁻¹` | AlphaEdit Eq. 14 |
 | `check_subject_key(fn, model, tok, layer)` | `fn(model, tok, text, subject, layer) -> k` (d_in,), the rewrite module's input at the subject's last token | MEMIT Eq. 14 / ROME Sec. 3.1 |

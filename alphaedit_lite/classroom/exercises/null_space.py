@@ -1,5 +1,5 @@
-"""Checkers of the null-space geometry: the covariance C = K Kᵀ / n (AlphaEdit Eq. 7-8), the
-projector P = Û Ûᵀ onto its small-eigenvalue directions (Eq. 5-7), and the room an edit has,
+"""Checkers of the null-space geometry: the covariance C = K Kᵀ / n (the input of AlphaEdit's Eq. 8), the
+projector P = Û Ûᵀ onto its small-eigenvalue directions (Eq. 8-9), and the room an edit has,
 ‖P k‖² / ‖k‖² per key (Sec. 3). Notebooks 01 and 04.
 """
 from __future__ import annotations
