@@ -533,3 +533,85 @@ def test_bfloat16_statistics_track_the_float32_path(edit_setup, tmp_path, monkey
     for method in ("AlphaEdit", "MEMIT", "PRUNE", "RECT", "ROME"):            # the SmolLM2 files: bf16 where fast
         assert HP.load_hparams(method, "smollm2-135m").mom2_forward_dtype == "auto"
     assert HP.load_hparams("AlphaEdit", "tiny-world").mom2_forward_dtype == "float32"   # the organisms: float32
+
+
+# ------------------------------------------------------------------------------------------------
+# Models whose layers differ in attention type (sliding-window and full): each block its own mask
+# ------------------------------------------------------------------------------------------------
+def _mixed_qwen2(seed=0):
+    """A tiny Qwen2 with two sliding-window layers (window 1) under two full-attention layers, as the subword world."""
+    import transformers as T
+
+    tok = EH.tiny_tokenizer()
+    cfg = T.Qwen2Config(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=4,
+                        num_attention_heads=4, num_key_value_heads=4, max_position_embeddings=256,
+                        tie_word_embeddings=True, pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id,
+                        use_sliding_window=True, sliding_window=1, max_window_layers=0,
+                        layer_types=["sliding_attention"] * 2 + ["full_attention"] * 2, initializer_range=0.2)
+    torch.manual_seed(seed)
+    return T.Qwen2ForCausalLM(cfg).eval(), tok
+
+
+def test_blocks_rerun_by_hand_get_their_own_attention_mask():
+    """Re-running blocks 1-3 (sliding, full, full) from recorded inputs gives the model's own logits; before the
+    per-block masks, the full-attention blocks got the sliding window's mask and the logits were wrong."""
+    model, tok = _mixed_qwen2()
+    assert M.mixed_attention(model, range(1, 4)) and not M.mixed_attention(model, range(2, 4))
+    ids, mask = K.right_pad([tok(t).input_ids for t in ("The mother tongue of Danielle Darrieux is",
+                                                        "Paris is the capital of")], tok.pad_token_id)
+    with torch.no_grad():
+        want = model(input_ids=ids, attention_mask=mask).logits
+        runner = TG.ResidualRunner(model, ids, mask, start=1)
+        rows = torch.tensor([0, 0, 1])
+        pos = torch.tensor([int(mask[0].sum()) - 1, 2, int(mask[1].sum()) - 1])
+        got = runner.logits_at(runner.hidden, rows, pos)
+        torch.testing.assert_close(got, want[rows, pos], rtol=1e-4, atol=1e-4)
+        # what the single recorded mask gives instead: the sliding window's, for every block
+        wrong = runner.head(runner.norm(run_blocks_with(runner, runner.kwargs)[rows, pos]))
+    assert float((wrong - want[rows, pos]).abs().max()) > 1e-2
+
+
+def run_blocks_with(runner, kwargs):
+    from alphaedit_lite.model.hooks import run_blocks
+
+    return run_blocks(runner.blocks, runner.hidden, **kwargs)
+
+
+def test_targets_at_a_sliding_layer_reach_what_the_model_then_says():
+    """compute_targets at layer 0 of the mixed model: δ added to block 0's output by a plain forward pass
+    gives the probability the optimisation reported (the route runs blocks 1-3 with their own masks)."""
+    model, tok = _mixed_qwen2()
+    r = as_request(EXTRA)
+    tr = TG.compute_targets(model, tok, [r], 0, ["{}"], v_num_grad_steps=10, v_lr=1.0, clamp_norm_factor=4.0,
+                            v_early_stop_loss=0.0, kl_factor=0.0)
+    prompt = r.prompt.replace("{}", r.subject)
+    a = tok(prompt).input_ids
+    new = TG.target_token_ids(tok, r.target_new)
+    pos = len(tok(prompt[:prompt.index(r.subject) + len(r.subject)]).input_ids) - 1     # the subject's last token
+
+    def nll_with(delta):
+        def add(mod, args, out):
+            h = (out[0] if isinstance(out, tuple) else out).clone()
+            h[0, pos] += delta
+            return (h,) + tuple(out[1:]) if isinstance(out, tuple) else h
+        handle = model.model.layers[0].register_forward_hook(add)
+        try:
+            with torch.no_grad():
+                lp = torch.log_softmax(model(input_ids=torch.tensor([a + new[:-1]])).logits[0], -1)
+        finally:
+            handle.remove()
+        return -sum(float(lp[len(a) - 1 + k, t]) for k, t in enumerate(new)) / len(new)
+
+    # the last step's δ is the returned one (no update after the last forward pass)
+    assert nll_with(tr.delta[:, 0]) == pytest.approx(tr.stats[0]["nll"], rel=1e-4, abs=1e-4)
+    assert nll_with(torch.zeros_like(tr.delta[:, 0])) > tr.stats[0]["nll"] + 0.1            # and δ did something
+
+
+def test_key_reader_on_a_model_with_sliding_and_full_layers():
+    model, tok = _mixed_qwen2(seed=1)
+    reqs = EH.TINY_REQUESTS + [EXTRA]
+    a_keys, a_h = K.KeyReader(model, tok, reqs, TEMPLATES, 0, batch_size=5).read([1, 3], value_layer=2)
+    b_keys, b_h = K.keys_and_values(model, tok, reqs, [1, 3], TEMPLATES, value_layer=2)
+    for layer in (1, 3):
+        assert torch.allclose(a_keys[layer], b_keys[layer], atol=1e-5)
+    assert torch.allclose(a_h, b_h, atol=1e-5)

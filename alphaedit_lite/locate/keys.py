@@ -34,8 +34,8 @@ from typing import Sequence
 
 import torch
 
-from alphaedit_lite.model.hooks import TraceDict, block_inputs, get_module, run_blocks
-from alphaedit_lite.model.arch import arch_spec, check_layers, num_layers
+from alphaedit_lite.model.hooks import TraceDict, block_inputs, get_module, per_block_kwargs, run_blocks
+from alphaedit_lite.model.arch import arch_spec, check_layers, mixed_attention, num_layers
 from alphaedit_lite.util.paths import cache_dir
 from alphaedit_lite.locate.requests import EditRequest, as_request
 from alphaedit_lite.util.files import atomic_json_save
@@ -321,6 +321,9 @@ class KeyReader:
                 ids, mask = right_pad([s.ids for s in chunk], pad)
                 h, _, kwargs = block_inputs(model, self.blocks[start], input_ids=ids.to(device),
                                             attention_mask=mask.to(device), use_cache=False)
+                if mixed_attention(model, range(start, n)):    # each block its own mask (sliding / full)
+                    kwargs = per_block_kwargs(model, self.blocks[start:], input_ids=ids.to(device),
+                                              attention_mask=mask.to(device), use_cache=False)
                 pos = torch.tensor([s.key_pos for s in chunk], device=device)
                 self.batches.append((h, kwargs, pos))
 
@@ -345,7 +348,10 @@ class KeyReader:
             for h, kwargs, pos in self.batches:
                 ar = torch.arange(h.shape[0], device=h.device)
                 with TraceDict(self.model, names, retain_input=True, retain_output=True, stop=True) as tr:
-                    run_blocks(self.blocks[self.start:last + 1], h, **kwargs)
+                    if isinstance(kwargs, list):
+                        run_blocks(self.blocks[self.start:last + 1], h, block_kwargs=kwargs[:last + 1 - self.start])
+                    else:
+                        run_blocks(self.blocks[self.start:last + 1], h, **kwargs)
                 for layer, name in key_names.items():
                     rows_k[layer].append(tr[name].input[ar, pos].float())          # (b, d_in)
                 if vname is not None:

@@ -47,8 +47,9 @@ from typing import Any, Sequence
 import torch
 
 from alphaedit_lite.locate.keys import build_sentences, locate_subject, right_pad
-from alphaedit_lite.model.arch import arch_spec, attention_implementation, check_layers, final_norm, get_module, num_layers, unembed
-from alphaedit_lite.model.hooks import block_inputs, run_blocks
+from alphaedit_lite.model.arch import (arch_spec, attention_implementation, check_layers, final_norm, get_module,
+                                      mixed_attention, num_layers, unembed)
+from alphaedit_lite.model.hooks import block_inputs, per_block_kwargs, run_blocks
 from alphaedit_lite.locate.requests import as_request
 from alphaedit_lite.model.tokens import pad_id
 from alphaedit_lite.util.device import resolve_compute_dtype
@@ -107,14 +108,21 @@ class ResidualRunner:
         with torch.no_grad():
             self.hidden, _, self.kwargs = block_inputs(model, block, output=start == n, input_ids=self.input_ids,
                                                        attention_mask=self.attention_mask, use_cache=False)
+            # sliding-window and full-attention blocks get different masks: record each block's own
+            self.block_kwargs = (per_block_kwargs(model, self.blocks, input_ids=self.input_ids,
+                                                  attention_mask=self.attention_mask, use_cache=False)
+                                 if start < n and mixed_attention(model, range(start, n)) else None)
         # self.hidden: (b, seq, d_model), no grad
         self.norm = final_norm(model)
         self.head = unembed(model)
 
     def run(self, hidden: torch.Tensor, rows: torch.Tensor | None = None) -> torch.Tensor:
         """Blocks start..N−1 on ``hidden`` ((b', seq, d)); ``rows`` says which batch rows it holds."""
-        kwargs = self.kwargs if rows is None else {k: _rows(v, rows, self.batch) for k, v in self.kwargs.items()}
-        return run_blocks(self.blocks, hidden, **kwargs)
+        def sel(kw):
+            return kw if rows is None else {k: _rows(v, rows, self.batch) for k, v in kw.items()}
+        if self.block_kwargs is not None:
+            return run_blocks(self.blocks, hidden, block_kwargs=[sel(kw) for kw in self.block_kwargs])
+        return run_blocks(self.blocks, hidden, **sel(self.kwargs))
 
     def logits_at(self, hidden: torch.Tensor, row_idx: torch.Tensor, pos_idx: torch.Tensor,
                   rows: torch.Tensor | None = None) -> torch.Tensor:
@@ -311,8 +319,8 @@ def _suffix_runner(model, ids, mask, offsets, start, rows, pos) -> SuffixRunner 
     compared with the full route's; the verdict is remembered for that model object.
     """
     ok = _SUFFIX_CHECKED.get(model)
-    if ok is False:
-        return None
+    if ok is False or mixed_attention(model, range(start, num_layers(model))):
+        return None         # per-block attention masks (sliding and full layers): the full route handles them
     try:
         runner = SuffixRunner(model, ids, mask, offsets, start)
     except (RuntimeError, TypeError, ValueError, AttributeError, KeyError, IndexError) as e:

@@ -35,6 +35,7 @@ from alphaedit_lite.model.hooks import get_module
 
 __all__ = [
     "ArchSpec",
+    "mixed_attention",
     "ARCHITECTURES",
     "arch_spec",
     "get_module",
@@ -233,6 +234,14 @@ def check_layers(model: torch.nn.Module, layers, *, what: str = "layers", hint: 
     if bad:
         raise ValueError(f"{what} {bad} out of range: this model has {n} layers (0..{n - 1})" + (f"; {hint}" if hint else ""))
     return layers
+
+
+def mixed_attention(model: torch.nn.Module, layers) -> bool:
+    """Whether ``layers`` differ in attention type (the config's ``layer_types``, e.g. sliding-window and
+    full attention): their blocks then receive different attention masks in one forward pass, and blocks
+    re-run by hand need each its own (:func:`alphaedit_lite.model.hooks.per_block_kwargs`)."""
+    types = getattr(getattr(model, "config", None), "layer_types", None)
+    return bool(types) and len({types[i] for i in layers}) > 1
 
 
 def num_layers(model: torch.nn.Module) -> int:

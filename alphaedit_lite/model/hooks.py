@@ -29,7 +29,7 @@ from typing import Any
 
 import torch
 
-__all__ = ["Trace", "TraceDict", "get_module", "block_inputs", "run_blocks"]
+__all__ = ["Trace", "TraceDict", "get_module", "block_inputs", "per_block_kwargs", "run_blocks"]
 
 EditFn = Callable[[torch.Tensor, str], "torch.Tensor | None"]
 
@@ -323,13 +323,54 @@ def block_inputs(model: torch.nn.Module, block: torch.nn.Module, *, output: bool
     return rec["h"], rec["args"], rec["kwargs"]
 
 
-def run_blocks(blocks, hidden: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
+def per_block_kwargs(model: torch.nn.Module, blocks, **forward_kwargs: Any) -> list[dict]:
+    """The keyword arguments (hidden state left out) that each of ``blocks`` receives in ``model(**forward_kwargs)``.
+
+    For models whose layers differ in attention type (sliding-window layers and full-attention layers,
+    e.g. Qwen2 with ``layer_types``, Gemma 2/3), each block gets its own attention mask, so the
+    arguments :func:`block_inputs` records at one block are wrong for the others. One pass, stopped
+    when the last of ``blocks`` is reached (that block does not run).
+    """
+    blocks = list(blocks)
+    rec: list[dict | None] = [None] * len(blocks)
+    token = object()
+    handles = []
+
+    def make(i):
+        def pre(mod, args, kwargs):
+            rec[i] = {k: v for k, v in kwargs.items() if k != "hidden_states"}
+            if i == len(blocks) - 1:
+                raise _StopForward(token)
+        return pre
+
+    for i, blk in enumerate(blocks):
+        handles.append(blk.register_forward_pre_hook(make(i), with_kwargs=True))
+    try:
+        model(**forward_kwargs)
+    except _StopForward as exc:
+        if exc.owner is not token:
+            raise
+    finally:
+        for h in handles:
+            h.remove()
+    missing = [i for i, r in enumerate(rec) if r is None]
+    if missing:
+        raise RuntimeError(f"blocks {missing} (of the {len(blocks)} given) were never called during the forward pass")
+    return rec
+
+
+def run_blocks(blocks, hidden: torch.Tensor, *args: Any, block_kwargs: list[dict] | None = None,
+               **kwargs: Any) -> torch.Tensor:
     """Run transformer ``blocks`` in order on ``hidden``, each called as ``block(h, *args, **kwargs)``.
 
     The other half of :func:`block_inputs`: with the arguments it recorded, this re-runs the blocks
-    from one layer on, on a changed hidden state, without the layers below. Returns the last hidden state.
+    from one layer on, on a changed hidden state, without the layers below. ``block_kwargs`` (from
+    :func:`per_block_kwargs`, one dict per block) replaces ``kwargs`` block by block, for models whose
+    blocks get different attention masks. Returns the last hidden state.
     """
+    if block_kwargs is not None and len(block_kwargs) != len(blocks):
+        raise ValueError(f"block_kwargs has {len(block_kwargs)} entries for {len(blocks)} blocks")
     h = hidden
-    for blk in blocks:
-        h = _main_tensor(blk(h, *args, **kwargs))
+    for i, blk in enumerate(blocks):
+        h = _main_tensor(blk(h, *args, **(kwargs if block_kwargs is None else block_kwargs[i])))
     return h
