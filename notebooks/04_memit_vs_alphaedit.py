@@ -932,7 +932,8 @@ for lab, rows in SHIP_ROWS.items():
 
 # %% [markdown]
 # The same six views, interactive: hover for the figure after each batch, click a name in the legend
-# to hide or show a run, drag to zoom (double-click to zoom out).
+# to hide or show a run, drag to zoom (double-click to zoom out). In the drift panel, solid lines are
+# the final layer and dashed lines the last edited layer (8).
 
 # %%
 SHIP_FIG = runs_figure(SHIP_RUNS, title="SmolLM2-135M, 1,000 sequential edits (shipped records), interactive")

@@ -555,6 +555,8 @@ def _mixed_qwen2(seed=0):
 def test_blocks_rerun_by_hand_get_their_own_attention_mask():
     """Re-running blocks 1-3 (sliding, full, full) from recorded inputs gives the model's own logits; before the
     per-block masks, the full-attention blocks got the sliding window's mask and the logits were wrong."""
+    from alphaedit_lite.model.hooks import run_blocks
+
     model, tok = _mixed_qwen2()
     assert M.mixed_attention(model, range(1, 4)) and not M.mixed_attention(model, range(2, 4))
     ids, mask = K.right_pad([tok(t).input_ids for t in ("The mother tongue of Danielle Darrieux is",
@@ -567,14 +569,8 @@ def test_blocks_rerun_by_hand_get_their_own_attention_mask():
         got = runner.logits_at(runner.hidden, rows, pos)
         torch.testing.assert_close(got, want[rows, pos], rtol=1e-4, atol=1e-4)
         # what the single recorded mask gives instead: the sliding window's, for every block
-        wrong = runner.head(runner.norm(run_blocks_with(runner, runner.kwargs)[rows, pos]))
+        wrong = runner.head(runner.norm(run_blocks(runner.blocks, runner.hidden, **runner.kwargs)[rows, pos]))
     assert float((wrong - want[rows, pos]).abs().max()) > 1e-2
-
-
-def run_blocks_with(runner, kwargs):
-    from alphaedit_lite.model.hooks import run_blocks
-
-    return run_blocks(runner.blocks, runner.hidden, **kwargs)
 
 
 def test_targets_at_a_sliding_layer_reach_what_the_model_then_says():

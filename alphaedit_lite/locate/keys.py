@@ -319,11 +319,12 @@ class KeyReader:
             for b0 in range(0, len(flat), batch_size):
                 chunk = flat[b0:b0 + batch_size]
                 ids, mask = right_pad([s.ids for s in chunk], pad)
-                h, _, kwargs = block_inputs(model, self.blocks[start], input_ids=ids.to(device),
-                                            attention_mask=mask.to(device), use_cache=False)
-                if mixed_attention(model, range(start, n)):    # each block its own mask (sliding / full)
-                    kwargs = per_block_kwargs(model, self.blocks[start:], input_ids=ids.to(device),
-                                              attention_mask=mask.to(device), use_cache=False)
+                if mixed_attention(model, range(start, n)):    # each block its own mask (sliding / full): a list
+                    h, kwargs = per_block_kwargs(model, self.blocks[start:], input_ids=ids.to(device),
+                                                 attention_mask=mask.to(device), use_cache=False)
+                else:
+                    h, _, kwargs = block_inputs(model, self.blocks[start], input_ids=ids.to(device),
+                                                attention_mask=mask.to(device), use_cache=False)
                 pos = torch.tensor([s.key_pos for s in chunk], device=device)
                 self.batches.append((h, kwargs, pos))
 

@@ -105,13 +105,16 @@ class ResidualRunner:
         self.attention_mask = attention_mask.to(device)
         self.batch = input_ids.shape[0]
         block = self.blocks[0] if start < n else get_module(model, spec.layer_name(n - 1))
+        self.block_kwargs = None
         with torch.no_grad():
-            self.hidden, _, self.kwargs = block_inputs(model, block, output=start == n, input_ids=self.input_ids,
-                                                       attention_mask=self.attention_mask, use_cache=False)
-            # sliding-window and full-attention blocks get different masks: record each block's own
-            self.block_kwargs = (per_block_kwargs(model, self.blocks, input_ids=self.input_ids,
-                                                  attention_mask=self.attention_mask, use_cache=False)
-                                 if start < n and mixed_attention(model, range(start, n)) else None)
+            if start < n and mixed_attention(model, range(start, n)):
+                # sliding-window and full-attention blocks get different masks: record each block's own
+                self.hidden, self.block_kwargs = per_block_kwargs(model, self.blocks, input_ids=self.input_ids,
+                                                                  attention_mask=self.attention_mask, use_cache=False)
+                self.kwargs = self.block_kwargs[0]
+            else:
+                self.hidden, _, self.kwargs = block_inputs(model, block, output=start == n, input_ids=self.input_ids,
+                                                           attention_mask=self.attention_mask, use_cache=False)
         # self.hidden: (b, seq, d_model), no grad
         self.norm = final_norm(model)
         self.head = unembed(model)

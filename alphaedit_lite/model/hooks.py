@@ -285,6 +285,18 @@ class TraceDict(OrderedDict):
         return f"TraceDict({list(self.keys())!r})"
 
 
+def _run_until_stopped(model: torch.nn.Module, handles: list, token: object, forward_kwargs: dict) -> None:
+    """``model(**forward_kwargs)``, ended early by a hook raising ``_StopForward(token)``; hooks removed after."""
+    try:
+        model(**forward_kwargs)
+    except _StopForward as exc:
+        if exc.owner is not token:
+            raise
+    finally:
+        for h in handles:
+            h.remove()
+
+
 def block_inputs(model: torch.nn.Module, block: torch.nn.Module, *, output: bool = False,
                  **forward_kwargs: Any) -> tuple[torch.Tensor, tuple, dict]:
     """Run ``model(**forward_kwargs)`` only until ``block`` is reached; return what enters it.
@@ -311,52 +323,41 @@ def block_inputs(model: torch.nn.Module, block: torch.nn.Module, *, output: bool
 
     handle = (block.register_forward_hook(post, with_kwargs=True) if output
               else block.register_forward_pre_hook(pre, with_kwargs=True))
-    try:
-        model(**forward_kwargs)
-    except _StopForward as exc:
-        if exc.owner is not token:
-            raise
-    finally:
-        handle.remove()
+    _run_until_stopped(model, [handle], token, forward_kwargs)
     if "h" not in rec:
         raise RuntimeError(f"{type(block).__name__} was never called during the forward pass")
     return rec["h"], rec["args"], rec["kwargs"]
 
 
-def per_block_kwargs(model: torch.nn.Module, blocks, **forward_kwargs: Any) -> list[dict]:
-    """The keyword arguments (hidden state left out) that each of ``blocks`` receives in ``model(**forward_kwargs)``.
+def per_block_kwargs(model: torch.nn.Module, blocks, **forward_kwargs: Any) -> tuple[torch.Tensor, list[dict]]:
+    """What enters the first of ``blocks`` and the keyword arguments each of them receives in ``model(**forward_kwargs)``.
 
-    For models whose layers differ in attention type (sliding-window layers and full-attention layers,
-    e.g. Qwen2 with ``layer_types``, Gemma 2/3), each block gets its own attention mask, so the
-    arguments :func:`block_inputs` records at one block are wrong for the others. One pass, stopped
-    when the last of ``blocks`` is reached (that block does not run).
+    Returns ``(hidden, [kwargs of each block])`` (hidden state left out of the kwargs). For models whose
+    layers differ in attention type (sliding-window and full-attention layers, e.g. Qwen2 with
+    ``layer_types``, Gemma 2/3), each block gets its own attention mask, so the arguments
+    :func:`block_inputs` records at one block are wrong for the others. One pass, stopped when the
+    last of ``blocks`` is reached (that block does not run). Keyword-argument blocks only (no GPT-2).
     """
     blocks = list(blocks)
     rec: list[dict | None] = [None] * len(blocks)
+    first: dict[str, torch.Tensor] = {}
     token = object()
-    handles = []
 
     def make(i):
         def pre(mod, args, kwargs):
+            if i == 0:
+                first["h"] = (args[0] if args else kwargs["hidden_states"]).detach()
             rec[i] = {k: v for k, v in kwargs.items() if k != "hidden_states"}
             if i == len(blocks) - 1:
                 raise _StopForward(token)
         return pre
 
-    for i, blk in enumerate(blocks):
-        handles.append(blk.register_forward_pre_hook(make(i), with_kwargs=True))
-    try:
-        model(**forward_kwargs)
-    except _StopForward as exc:
-        if exc.owner is not token:
-            raise
-    finally:
-        for h in handles:
-            h.remove()
+    handles = [blk.register_forward_pre_hook(make(i), with_kwargs=True) for i, blk in enumerate(blocks)]
+    _run_until_stopped(model, handles, token, forward_kwargs)
     missing = [i for i, r in enumerate(rec) if r is None]
     if missing:
         raise RuntimeError(f"blocks {missing} (of the {len(blocks)} given) were never called during the forward pass")
-    return rec
+    return first["h"], rec
 
 
 def run_blocks(blocks, hidden: torch.Tensor, *args: Any, block_kwargs: list[dict] | None = None,
