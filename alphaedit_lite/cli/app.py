@@ -48,8 +48,9 @@ def build_parser() -> argparse.ArgumentParser:
     q.set_defaults(func=_cmd_check)
 
     from alphaedit_lite.cli.sequential import add_demo_flags, add_sequential_parser
-    q = sub.add_parser("demo", help="the kit's main job (what `make demo` runs): sequential MEMIT vs AlphaEdit "
-                                    "on the tiny world, with plots and a summary table")
+    q = sub.add_parser("demo", help="the kit's main job (what `make demo` runs): the shipped SmolLM2 run, a short "
+                                    "live one, and sequential MEMIT vs AlphaEdit on the two organisms, with plots "
+                                    "and a summary table")
     add_demo_flags(q)
     q.set_defaults(func=_cmd_demo)
     add_sequential_parser(sub)

@@ -21,8 +21,8 @@ from alphaedit_lite.util.device import cpu_threads
 __all__ = ["add_sequential_parser", "cmd_sequential", "cmd_demo", "add_demo_flags", "provenance", "DEMO_DEFAULTS"]
 
 
-DEMO_DEFAULTS = dict(model=TINY, methods=["MEMIT", "AlphaEdit"], edits=2000, batch=100, out="runs/demo",
-                     live_edits=40, live_batch=20)
+DEMO_DEFAULTS = dict(model=SUBWORD, counterexample=TINY, methods=["MEMIT", "AlphaEdit"], edits=2000, batch=100,
+                     eval_every=2, out="runs/demo", live_edits=40, live_batch=20)
 
 
 def _parse_set(items: list[str] | None) -> dict:
@@ -162,10 +162,16 @@ def _sequential_args(**kw) -> argparse.Namespace:
 
 def cmd_demo(args: argparse.Namespace) -> int:
     """`make demo`: (1) the shipped 1,000-edit SmolLM2 run rendered beside the paper's Table 1, (2) a short
-    live SmolLM2 sequence with MEMIT and AlphaEdit, (3) an organism (the tiny world by default) as the
-    counterexample where the null space has no room; finished parts are reused, killed ones resumed."""
+    live SmolLM2 sequence with MEMIT and AlphaEdit, (3) the organism where the null space has room (the subword
+    world by default; its figures are the summary's ``methods``), (4) the counterexample organism where it has
+    none (the tiny world); finished parts are reused, killed ones resumed."""
     from alphaedit_lite.util.paths import shared_data_dir
 
+    if args.eval_every < 1:
+        raise ValueError(f"--eval-every must be at least 1, got {args.eval_every}")
+    if args.counterexample == args.model:
+        raise ValueError(f"--counterexample {args.counterexample} is the --model organism already; choose the other "
+                         "one or 'none'")
     out = Path(args.out)
     t0 = time.perf_counter()
     combined: dict[str, Any] = {"parts": {}}
@@ -184,12 +190,17 @@ def cmd_demo(args: argparse.Namespace) -> int:
                                             set=list(FAST_TARGETS), device=args.device, threads=args.threads,
                                             quiet=args.quiet))
             combined["parts"]["smollm2_live"] = json.loads((live / "report" / "summary.json").read_text())
-    print(f"\n== 3. The counterexample: the {args.model} organism, {args.edits} edits in batches of {args.batch} ==")
-    world = out / args.model
-    cmd_sequential(_sequential_args(model=args.model, edits=args.edits, batch=args.batch, out=str(world),
-                                    device=args.device, threads=args.threads, quiet=args.quiet))
-    combined["parts"][args.model.replace("-", "_")] = json.loads((world / "report" / "summary.json").read_text())
-    head = "smollm2_shipped" if "smollm2_shipped" in combined["parts"] else args.model.replace("-", "_")
+    organisms = [(3, args.model, "where the null space has room")]
+    if args.counterexample != "none":
+        organisms.append((4, args.counterexample, "the counterexample, where it has none"))
+    for part, name, what in organisms:
+        print(f"\n== {part}. The {name} organism, {what}: {args.edits} edits in batches of {args.batch} ==")
+        world = out / name
+        cmd_sequential(_sequential_args(model=name, edits=args.edits, batch=args.batch, out=str(world),
+                                        eval_every=args.eval_every, device=args.device, threads=args.threads,
+                                        quiet=args.quiet))
+        combined["parts"][name.replace("-", "_")] = json.loads((world / "report" / "summary.json").read_text())
+    head = args.model.replace("-", "_")
     combined = {"methods": combined["parts"][head]["methods"], "methods_from": head, **combined}
     combined["seconds"] = round(time.perf_counter() - t0, 1)
     (out / "report").mkdir(parents=True, exist_ok=True)
@@ -200,8 +211,12 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 def add_demo_flags(q) -> None:
     q.add_argument("--model", default=DEMO_DEFAULTS["model"], choices=list(WORLDS),
-                   help=f"the organism (default {DEMO_DEFAULTS['model']}; {SUBWORD} is the second design, see "
-                        "data/subword_world/README.md)")
+                   help=f"the organism where the null space has room (default {DEMO_DEFAULTS['model']}, see "
+                        "data/subword_world/README.md); its figures are the summary's 'methods'")
+    q.add_argument("--counterexample", default=DEMO_DEFAULTS["counterexample"], choices=[*WORLDS, "none"],
+                   help=f"the organism where it has none (default {DEMO_DEFAULTS['counterexample']}; 'none' skips it)")
+    q.add_argument("--eval-every", type=int, default=DEMO_DEFAULTS["eval_every"],
+                   help="evaluate the organisms every k batches")
     q.add_argument("--edits", type=int, default=DEMO_DEFAULTS["edits"], help="sequential edits per method")
     q.add_argument("--batch", type=int, default=DEMO_DEFAULTS["batch"], help="edits per batch")
     q.add_argument("--live-edits", type=int, default=DEMO_DEFAULTS["live_edits"],

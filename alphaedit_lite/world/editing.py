@@ -28,7 +28,7 @@ from alphaedit_lite.world.generate import World
 from alphaedit_lite.world.model import probe_accuracy
 
 __all__ = ["world_stats", "subword_stats", "known_subjects", "known_accuracy", "sentence_stats", "perplexity_ratio", "edited_facts", "world_probe_prompts", "unedited_probes_sample", "unedited_accuracy",
-           "untouched_accuracy"]
+           "untouched_accuracy", "sentence_keys", "subword_key_room"]
 
 
 def _corpus_id(world: World, excluded: set) -> str:
@@ -195,3 +195,58 @@ def perplexity_ratio(model, tok, world: World, base_nll: float, n_sentences: int
     from alphaedit_lite.world.subword import background_nll
 
     return math.exp(background_nll(model, tok, background_sentences(world, "heldout", n_sentences)) - base_nll)
+
+
+@torch.no_grad()
+def sentence_keys(model, tok, sentences: list[str], layer: int) -> torch.Tensor:
+    """Keys (d_in, n), float64, of ``layer``'s rewrite module at every real token of ``sentences``."""
+    from alphaedit_lite.locate.keys import right_pad
+    from alphaedit_lite.model.arch import arch_spec
+    from alphaedit_lite.model.hooks import TraceDict
+
+    if not sentences:
+        raise ValueError("sentence_keys got no sentences")
+    X, M = right_pad([tok(s, add_special_tokens=False).input_ids for s in sentences], tok.pad_token_id)
+    device = next(model.parameters()).device
+    X, M = X.to(device), M.to(device)
+    name = arch_spec(model).rewrite_name(layer)
+    with TraceDict(model, [name], retain_input=True, retain_output=False) as tr:
+        model(input_ids=X, attention_mask=M)
+    return tr[name].input[M.bool()].double().T.cpu()
+
+
+def subword_key_room(model, tok, world: World, hp, known: int = 0, n_keys: int = 100, n_background: int = 300) -> dict:
+    """Where the subword world's keys lie with respect to AlphaEdit's P, at each of ``hp.layers``.
+
+    P is built as the edits build it (:func:`subword_stats` with ``known`` subjects in K0, ``hp``'s
+    threshold and mode). Returns {layer: {"kept", "dim", "edit", "other", "known", "background"}}: the
+    directions P keeps, and the mean share ‖Pk‖²/‖k‖² of the keys of ``n_keys`` edit requests (the
+    first records), of as many subjects no edit of a run of that size touches (from the middle of the
+    records), of the subjects K0 knows (None when ``known`` is 0) and of the tokens of ``n_background``
+    held-out background sentences. An edit is written only through its key's share; an unedited fact
+    is exposed only through its own.
+    """
+    from alphaedit_lite.core.nullspace import null_space_projector
+    from alphaedit_lite.core.verify import null_space_share
+    from alphaedit_lite.locate.keys import compute_keys
+    from alphaedit_lite.locate.requests import as_request
+    from alphaedit_lite.world.background import background_sentences
+
+    editable = len(world.records) - known
+    half = editable // 2                        # edits from the first half, "other subjects" from the second
+    if n_keys < 1 or n_keys > half:
+        raise ValueError(f"n_keys must be in 1..{half} (half of the {editable} records edits may use), got {n_keys}")
+    stats = subword_stats(model, tok, world, hp.layers, known=known, progress=False)
+    groups = {"edit": world.records[:n_keys], "other": world.records[half: half + n_keys],
+              "known": world.records[editable:][:n_keys] if known else []}
+    keys = {g: compute_keys(model, tok, [as_request(r) for r in recs], hp.layers) for g, recs in groups.items() if recs}
+    held = background_sentences(world, "heldout", n_background)
+    out = {}
+    for layer in hp.layers:
+        pj = null_space_projector(stats[layer], threshold=hp.nullspace_threshold, mode=hp.nullspace_mode)
+        row = {"kept": pj.kept_rank, "dim": pj.P.shape[0]}
+        for g in ("edit", "other", "known"):
+            row[g] = float(null_space_share(keys[g][layer].cpu(), pj.P.cpu()).mean()) if g in keys else None
+        row["background"] = float(null_space_share(sentence_keys(model, tok, held, layer), pj.P.cpu()).mean())
+        out[layer] = row
+    return out

@@ -46,16 +46,18 @@ from alphaedit_lite.world.model import (METRICS_FILE, PAD, BOS, EOS, UNK, SPECIA
 __all__ = ["SUBWORD_DEFAULTS", "build_subword_tokenizer", "make_subword_model", "freeze_name_rows", "train_subword_world",
            "train_and_save_subword", "default_subword_dir"]
 
-#: Settings of the shipped subword world (`python -m alphaedit_lite.world train-subword`).
-#: ``freeze_name_embeddings`` (see :func:`freeze_name_rows`) and ``k0_known`` (how many subjects, the world's
-#: last, the preserved text K0 is about; read at editing time by `alphaedit-lite sequential`) came with design 7
-#: (data/subword_world/README.md); the shipped design uses neither.
-SUBWORD_DEFAULTS = dict(n_subjects=2000, seed=0, names="unique", family_size=10, steps=2500, batch_size=128, lr=6e-3, object_weight=4.0,
-                        name_weight=1.0, d_model=128, n_layers=4, n_local=2, window=3, n_heads=4, d_mlp=1024,
-                        global_mlps=False, vocab_size=1200, background_share=0.25, warmup=100,
+#: Settings of the shipped subword world (`python -m alphaedit_lite.world train-subword`): design 8 of
+#: data/subword_world/README.md. One token per last name (``whole_last_names``) whose embedding row stays at its
+#: random initial value (``freeze_name_embeddings``, :func:`freeze_name_rows`), a one-token window in layers 0-1, so
+#: layer 0's MLP must compute each fact from the name's fixed vector at the subject's last token; ``k0_known``: the
+#: world's last 500 subjects are the ones the preserved text K0 is about (read at editing time by
+#: `alphaedit-lite sequential`; no edit touches them). Earlier designs set other values (their README rows say which).
+SUBWORD_DEFAULTS = dict(n_subjects=2500, seed=0, names="unique", family_size=10, steps=6000, batch_size=128, lr=6e-3,
+                        object_weight=4.0, name_weight=0.0, d_model=128, n_layers=4, n_local=2, window=1, n_heads=4,
+                        d_mlp=2048, global_mlps=False, vocab_size=1200, background_share=0.25, warmup=100,
                         weight_decay=0.1, threads=1, max_pack=3, pack_prob=0.25, warm_subjects=400,
-                        warm_steps=2000, warm_target=0.9, whole_last_names=False,
-                        freeze_name_embeddings=False, k0_known=0)
+                        warm_steps=2000, warm_target=0.9, whole_last_names=True,
+                        freeze_name_embeddings=True, k0_known=500)
 
 
 def build_subword_tokenizer(world: World, texts: list[str], vocab_size: int = 1200, whole_last_names: bool = False):
