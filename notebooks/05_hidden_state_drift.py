@@ -52,6 +52,10 @@
 # in batches of 100 per run, 10 SmolLM2 edits per method) about 15 min (883 s) after notebook 04
 # made the runs, about 7 min more when this notebook has to make them. (Measured before section 5
 # loaded the shipped records instead of making a 4-edit SmolLM2 run, which made it faster.)
+# Section 8 (the subword world) adds its own runs: 500 edits per method in small mode, 2,000 in full
+# mode, or the finished demo's part 3. In small mode, the whole notebook took 221 s in one session-17
+# run with the tiny-world runs cached and the subword-world runs made from scratch (one thread, with
+# another notebook on the other core).
 
 # %%
 # Set-up: the same cell opens every notebook. Where `alphaedit_lite` imports (a checkout after
