@@ -5,28 +5,30 @@ No paper equation is implemented here; this builds the model the equations act o
 every fact key is part of its own preserved text: no direction is free for a null-space edit. Real
 LLMs differ in three ways that this organism copies (each measured, see data/subword_world/README.md):
 
-* **facts recalled at the subject's last token by early MLPs** (ROME, Meng et al. 2022, Sec. 2):
+* **facts recalled at the subject's last token by an early MLP** (ROME, Meng et al. 2022, Sec. 2):
   the first ``n_local`` layers attend only to a window of ``window`` tokens (sliding-window
-  attention, as Mistral/Gemma/Qwen2 use per layer), so the prompt's last token cannot see the
-  subject there; the subject's own last token can, and its MLPs enrich it with the subject's
-  attributes. The later layers attend everywhere and read the attribute out;
-* **subjects of several tokens** (a BPE tokenizer trained on the world's text): a name's identity
-  has to be composed from its pieces, as "Dan ielle Darr ieux" is in a real LLM;
-* **preserved text that is not about the edited facts**: the model also learns a background
-  language (:mod:`alphaedit_lite.world.background`), and K0 is estimated from held-out background
-  sentences only. MLPs are wide (``d_mlp`` = 8 × ``d_model``), so the keys have spare directions.
+  attention, as Mistral/Gemma/Qwen2 use per layer; the shipped design 8: one token), so the
+  prompt's last token cannot see the subject there. Each last name is one token whose embedding
+  row stays at its random initial value (``freeze_name_embeddings``), so the name's facts must be
+  computed from that fixed vector by layer 0's MLP. The later layers have attention only and read
+  the attribute out;
+* **subjects of several tokens** (a BPE tokenizer trained on the world's text): first names are
+  BPE pieces from a small shared pool, so who someone is sits at the last name's token (the older
+  designs, ``whole_last_names=False``, split last names into pieces too);
+* **preserved text that is mostly not about the edited facts**: the model also learns a background
+  language (:mod:`alphaedit_lite.world.background`); K0 is held-out background sentences plus the
+  sentences of the ``k0_known`` subjects no edit touches. MLPs are wide (``d_mlp`` = 16 × ``d_model``),
+  so the keys have spare directions.
 
-Training is the tiny world's recipe (:func:`alphaedit_lite.world.train.fit`) with one change found
-necessary: the loss also counts the name pieces (``name_weight`` 1), so the model learns to spell
-the names, and with it a representation of who the name is at its last piece. With ``name_weight``
-0, as in the tiny world, the warm-up curriculum stayed at chance for 750 steps; with 1, one relation
-was at 0.42 after 200.
+Training is the tiny world's recipe (:func:`alphaedit_lite.world.train.fit`). Design 4 (shipped until
+session 16) needed a loss on the name pieces (``name_weight`` 1) to leave chance; with one token
+per name the shipped design uses none. data/subword_world/README.md has the eight designs.
 
 The model is a `transformers.Qwen2ForCausalLM` (Llama-style blocks; its config's ``layer_types``
 chooses sliding or full attention per layer), so the rewrite module is
 ``model.layers.{l}.mlp.down_proj`` exactly as in SmolLM2 and the tiny world.
 
-    python -m alphaedit_lite.world train-subword --out data/subword_world    # ~25 min on one CPU thread
+    python -m alphaedit_lite.world train-subword --out data/subword_world    # ~1 h on one CPU thread
     from alphaedit_lite.world import load_subword_world
     model, tok, world = load_subword_world()
 """
