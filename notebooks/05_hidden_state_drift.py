@@ -123,8 +123,9 @@ print(f"torch threads: {torch.get_num_threads()}")
 #
 # Where do the runs come from?
 #
-# * If `runs/demo/tiny-world` holds a finished `alphaedit-lite demo` part 3 (MEMIT and AlphaEdit,
-#   2,000 edits in batches of 100) made with **this** tiny-world model, small mode loads it.
+# * If `runs/demo/tiny-world` holds a finished `alphaedit-lite demo` part 4 (MEMIT and AlphaEdit,
+#   2,000 edits in batches of 100) made with **this** tiny-world model, small mode loads it, and makes
+#   the other runs below at its size and on its evaluation schedule.
 # * Otherwise small mode runs MEMIT, AlphaEdit and MEMIT+P (MEMIT with AlphaEdit's projection
 #   plug-in) for 300 edits in batches of 30; full mode always runs them for 2,000 edits in batches
 #   of 100. A fourth run, "AlphaEdit α=1", uses the ridge α = 1 instead of the shipped 10:
@@ -197,8 +198,9 @@ if SMALL and demo:
         print(f"{DEMO} was made with another tiny-world model (its unedited probe states differ); not used")
     else:
         RUNS, SOURCE = dict(demo), f"the finished demo in {DEMO}"
-        N_SEQ, BATCH = 2000, 100                      # the demo's size: the other runs below match it
-        EVAL = dict(eval_every=1, eval_limit=200)     # and its evaluation schedule
+        sched = json.loads((next(iter(demo.values())) / "settings.json").read_text())["schedule"]
+        N_SEQ, BATCH = sched["n_edits"], sched["batch_size"]     # the demo's size: the other runs below match it
+        EVAL = dict(eval_every=sched["eval_every"], eval_limit=sched["eval_limit"])   # and its evaluation schedule
 # the runs this notebook promises (MEMIT, AlphaEdit, MEMIT+P, AlphaEdit α=1): made, or reused when the
 # demo or an earlier run of this notebook already made them
 setup = prepare("tiny-world", N_SEQ, device=str(device), eval_unedited=EVAL_UNEDITED, progress=False)
