@@ -210,7 +210,7 @@ def sentence_keys(model, tok, sentences: list[str], layer: int) -> torch.Tensor:
     device = next(model.parameters()).device
     X, M = X.to(device), M.to(device)
     name = arch_spec(model).rewrite_name(layer)
-    with TraceDict(model, [name], retain_input=True, retain_output=False) as tr:
+    with TraceDict(model, [name], retain_input=True, retain_output=False, stop=True) as tr:
         model(input_ids=X, attention_mask=M)
     return tr[name].input[M.bool()].double().T.cpu()
 

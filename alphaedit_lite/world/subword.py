@@ -176,7 +176,8 @@ def train_subword_world(world: World | None = None, log=print, **overrides):
     if not 0 <= s["background_share"] < 1:
         raise ValueError(f"background_share must be in [0, 1), got {s['background_share']}")
     if isinstance(s["k0_known"], bool) or not isinstance(s["k0_known"], int) or not 0 <= s["k0_known"] < s["n_subjects"]:
-        raise ValueError(f"k0_known must be an int in 0..n_subjects-1 (the subjects K0's text is about), got {s['k0_known']!r}")
+        raise ValueError(f"k0_known must be an int in 0..n_subjects-1 (the subjects K0's text is about), got "
+                         f"{s['k0_known']!r} with n_subjects={s['n_subjects']!r}; set it lower (e.g. --set k0_known=0)")
     if world is None:
         world = generate_world(n_subjects=s["n_subjects"], seed=s["seed"], names=s["names"],
                                family_size=s["family_size"])
