@@ -202,6 +202,12 @@ def test_demo_writes_every_part_and_one_summary(tmp_path, capsys, monkeypatch):
     # the organism where the null space has room is the headline; the counterexample comes after it
     assert summary["methods_from"] == "subword_world" and set(summary["methods"]) == {"unedited", "MEMIT", "AlphaEdit"}
     assert text.index("where the null space has room") < text.index("the counterexample")
+    # the headline organism is checked against the targets, printed and written
+    rows = summary["targets"]
+    assert "against the targets" in text and "measured targets met" in text
+    assert rows[0]["target"].startswith("AlphaEdit efficacy") and all(set(r) == {"target", "measured", "met"} for r in rows)
+    room = next(r for r in rows if "null space" in r["target"])
+    assert room["met"] is not None and room["measured"].endswith("%")       # measured on the subword world
     if SQ.shipped_run_dir().is_dir():        # the shipped SmolLM2 run is rendered first when it is there
         assert "paper, Table 1" in text and "measured here" in text
         assert "smollm2_shipped" in summary["parts"]
@@ -215,6 +221,7 @@ def test_demo_writes_every_part_and_one_summary(tmp_path, capsys, monkeypatch):
                  "--model", "tiny-world", "--counterexample", "none", "--out", str(tmp_path / "demo2")]) == 0
     s2 = json.loads((tmp_path / "demo2" / "report" / "summary.json").read_text())
     assert s2["methods_from"] == "tiny_world" and set(s2["methods"]) == {"unedited", "MEMIT", "AlphaEdit"}
+    assert next(r for r in s2["targets"] if "null space" in r["target"])["met"] is None   # no room measure there
     assert set(s2["parts"]) == {"tiny_world"}
     capsys.readouterr()
     assert main(["demo", "--model", "tiny-world", "--counterexample", "tiny-world", "--out", str(tmp_path / "demo3")]) == 2

@@ -196,6 +196,22 @@ def test_k0_with_known_subjects_adds_their_sentences_and_no_edit_may_touch_them(
         prepare("subword-world", 21, progress=False)
     setup = prepare("subword-world", 4, n_probes=10, eval_unedited=50, progress=False)
     assert "known_acc" in setup.extra_eval(setup.model, setup.tok)
+    # drift probes: facts of subjects no edit touches, read at the subject's last token
+    edited = {r["requested_rewrite"]["subject"] for r in setup.requests}
+    assert len(setup.probe_prompts) == len(setup.probe_positions) == 10
+    for prompt, pos in zip(setup.probe_prompts, setup.probe_positions):
+        subject = next(s for s in setup.world.subjects if prompt.startswith(s) or f" {s} " in f" {prompt} ")
+        assert subject not in edited
+        ids = setup.tok(prompt).input_ids
+        assert setup.tok.decode(ids[: pos + 1]).replace(" ", "").endswith(subject.split()[-1].replace(" ", ""))
+    from alphaedit_lite.experiments.drift import hidden_states
+    h = hidden_states(setup.model, setup.tok, setup.probe_prompts, [0], positions=setup.probe_positions)
+    h_last = hidden_states(setup.model, setup.tok, setup.probe_prompts, [0])
+    assert torch.equal(h["final"], h_last["final"]) and not torch.equal(h[0], h_last[0])
+    with pytest.raises(ValueError, match="one per prompt"):
+        hidden_states(setup.model, setup.tok, setup.probe_prompts, [0], positions=[0])
+    with pytest.raises(ValueError, match=r"positions\[0\] = 99 is not a token of prompt 0"):
+        hidden_states(setup.model, setup.tok, setup.probe_prompts, [0], positions=[99] * 10)
 
 
 def test_key_room_measures_each_kind_of_key_against_the_edits_projector(tmp_path, monkeypatch):
@@ -225,3 +241,46 @@ def test_key_room_measures_each_kind_of_key_against_the_edits_projector(tmp_path
     assert subword_key_room(model, tok, world, hp, known=0, n_keys=5, n_background=20)[0]["known"] is None
     with pytest.raises(ValueError, match="n_keys"):
         subword_key_room(model, tok, world, hp, known=6, n_keys=13)
+
+
+def test_skipping_the_zero_mlps_changes_no_loss_gradient_edit_or_trace(small_world):
+    """The frozen all-zero MLPs of the full-attention layers run as exact zeros (a speed-up): the loss and
+    every gradient are the same, bit for bit, as with the real modules; an edit written into such an MLP,
+    or a hook reading its keys, gets the real module back."""
+    from alphaedit_lite.model.hooks import TraceDict
+
+    texts = small_world.training_sentences()[:40]
+    tok = build_subword_tokenizer(small_world, texts, 300, True)
+    model = make_subword_model(tok, d_model=32, d_mlp=64, global_mlps=False)
+    assert [i for i, l in enumerate(model.model.layers) if "forward" in vars(l.mlp)] == [2, 3]
+    x = torch.tensor([ids[:8] for ids in (tok(t, add_special_tokens=False).input_ids for t in texts) if len(ids) >= 8][:6])
+
+    def loss_and_grads():
+        model.zero_grad(set_to_none=True)
+        loss = model(input_ids=x, labels=x).loss
+        loss.backward()
+        return loss.detach(), {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+
+    fast = loss_and_grads()
+    name = "model.layers.2.mlp.down_proj"
+    with TraceDict(model, [name], retain_input=True) as tr:          # a hook on its parts: the real module runs
+        model(input_ids=x)
+    assert tr[name].input.shape[-1] == 64 and not tr[name].input.any()
+    for l in (2, 3):
+        del model.model.layers[l].mlp.forward                          # the real modules
+    real = loss_and_grads()
+    assert torch.equal(real[0], fast[0])
+    assert all(torch.equal(real[1][k], fast[1][k]) for k in fast[1])
+    # the norms in front of the skipped MLPs get no gradient instead of an all-zero one (AdamW moves neither)
+    only_real = sorted(set(real[1]) - set(fast[1]))
+    assert only_real == [f"model.layers.{i}.post_attention_layernorm.weight" for i in (2, 3)], only_real
+    assert not any(real[1][k].any() for k in only_real)
+    # an edit written into a skipped MLP takes effect
+    from alphaedit_lite.world.model import skip_zero_mlps
+    assert skip_zero_mlps(model) == [2, 3]
+    before = model(input_ids=x).logits
+    with torch.no_grad():
+        model.model.layers[2].mlp.down_proj.weight.add_(0.5)
+        model.model.layers[2].mlp.gate_proj.weight.add_(0.5)
+        model.model.layers[2].mlp.up_proj.weight.add_(0.5)
+    assert not torch.allclose(model(input_ids=x).logits, before)

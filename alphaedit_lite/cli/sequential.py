@@ -202,6 +202,13 @@ def cmd_demo(args: argparse.Namespace) -> int:
         combined["parts"][name.replace("-", "_")] = json.loads((world / "report" / "summary.json").read_text())
     head = args.model.replace("-", "_")
     combined = {"methods": combined["parts"][head]["methods"], "methods_from": head, **combined}
+    if {"MEMIT", "AlphaEdit"} <= set(combined["methods"]):
+        from alphaedit_lite.experiments.targets import organism_targets, targets_markdown
+
+        rows = organism_targets(args.model, combined["methods"])
+        combined = {**combined, "targets": rows}
+        print(f"\n== The {args.model} organism against the targets of the paper's headline "
+              f"({args.edits} edits, batches of {args.batch}) ==\n" + targets_markdown(rows))
     combined["seconds"] = round(time.perf_counter() - t0, 1)
     (out / "report").mkdir(parents=True, exist_ok=True)
     (out / "report" / "summary.json").write_text(json.dumps(combined, indent=2, allow_nan=False) + "\n")

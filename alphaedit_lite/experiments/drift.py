@@ -20,14 +20,18 @@ FINAL = "final"
 
 @torch.no_grad()
 def hidden_states(model, tok, prompts: list[str], layers: list[int], batch_size: int = 32,
-                  include_final: bool = True) -> dict:
+                  include_final: bool = True, positions: list[int] | None = None) -> dict:
     """Residual stream at each prompt's last token: {layer: (n, d), "final": (n, d)} on the CPU.
 
     `layers` index decoder layers from 0; the value for layer l is that layer's output.
-    "final" is the last hidden state the model returns (after its final norm, for Llama).
+    "final" is the last hidden state the model returns (after its final norm, for Llama), always at
+    the last token, where the answer is read. `positions` (one token index per prompt) reads the
+    `layers` there instead, e.g. at the subject's last token, where keys are read and edits written.
     """
     if not prompts:
         raise ValueError("hidden_states needs at least one probe prompt")
+    if positions is not None and len(positions) != len(prompts):
+        raise ValueError(f"positions gives {len(positions)} token indices for {len(prompts)} prompts; give one per prompt")
     n_layers = model.config.num_hidden_layers
     for l in layers:
         if not 0 <= l < n_layers:
@@ -44,8 +48,15 @@ def hidden_states(model, tok, prompts: list[str], layers: list[int], batch_size:
             res = model(**enc, output_hidden_states=True)
             last = enc["attention_mask"].sum(1) - 1                     # (b,) index of last real token
             rows = torch.arange(last.numel(), device=device)
+            at = last
+            if positions is not None:
+                at = torch.tensor(positions[i:i + batch_size], device=device)
+                if bool((at < 0).any() or (at > last).any()):
+                    bad = int(torch.nonzero((at < 0) | (at > last))[0, 0]) + i
+                    raise ValueError(f"positions[{bad}] = {positions[bad]} is not a token of prompt {bad} "
+                                     f"({prompts[bad]!r} has {int(last[bad - i]) + 1} tokens)")
             for l in layers:
-                out[l].append(res.hidden_states[l + 1][rows, last].float().cpu())
+                out[l].append(res.hidden_states[l + 1][rows, at].float().cpu())
             if include_final:
                 out[FINAL].append(res.hidden_states[-1][rows, last].float().cpu())
     finally:

@@ -346,7 +346,7 @@ EditFn = Callable[..., Any]  # (model, tok, requests, hparams, state=..., stats=
 
 def run_sequential(model, tok, requests, hparams, method: str, run_dir: str | os.PathLike, schedule: Schedule,
                    *, probe_prompts: list[str] | None = None, drift_layers: list[int] | None = None,
-                   stats=None, resume: bool = False, extra_eval: Callable[[Any, Any], dict] | None = None,
+                   probe_positions: list[int] | None = None, stats=None, resume: bool = False, extra_eval: Callable[[Any, Any], dict] | None = None,
                    edit_fn: EditFn | None = None, stop_after_batches: int | None = None,
                    progress: bool = True, model_name: str = "") -> RunResult:
     """Apply `schedule.n_edits` requests in batches, evaluating, checkpointing and measuring drift.
@@ -354,7 +354,8 @@ def run_sequential(model, tok, requests, hparams, method: str, run_dir: str | os
     `method` names an editing method of `alphaedit_lite.methods` (its state is carried between
     batches); `edit_fn` overrides it (used by tests). `probe_prompts` are unedited-fact prompts
     whose hidden states are compared to the unedited model's at `drift_layers` (default: the last
-    edited layer) and at the final layer. `extra_eval(model, tok) -> dict` adds figures per
+    edited layer), read at each prompt's last token or at `probe_positions` (one token index per
+    prompt; the final layer stays at the last token), and at the final layer. `extra_eval(model, tok) -> dict` adds figures per
     evaluated step (e.g. the tiny world's accuracy on every unedited fact).
     `stop_after_batches` ends the call early, as a kill would (for tests and demos of resume).
     The model is edited in place; the caller restores it (see `alphaedit_lite.model.arch.restore_weights`).
@@ -389,6 +390,8 @@ def run_sequential(model, tok, requests, hparams, method: str, run_dir: str | os
         "schedule": dataclasses.asdict(schedule), "drift_layers": drift_layers,
         "case_ids": [r.case_id for r in reqs], "n_probes": len(probe_prompts or []),
     }
+    if probe_positions is not None:
+        settings["probe_positions"] = [int(i) for i in probe_positions]
     settings_path, ckpt_path, metrics_path = run_dir / "settings.json", run_dir / "checkpoint.pt", run_dir / "metrics.jsonl"
     module_names = {l: rewrite_module_name(model, l) for l in layers}
     original = snapshot_weights(model, layers)
@@ -433,7 +436,7 @@ def run_sequential(model, tok, requests, hparams, method: str, run_dir: str | os
                 baseline = torch.load(base_path, weights_only=False)
             else:
                 need_write("baseline_hidden.pt must be written")
-                baseline = hidden_states(model, tok, probe_prompts, drift_layers)
+                baseline = hidden_states(model, tok, probe_prompts, drift_layers, positions=probe_positions)
                 atomic_torch_save(baseline, base_path)
 
         rows: list[dict] = []
@@ -489,7 +492,7 @@ def run_sequential(model, tok, requests, hparams, method: str, run_dir: str | os
                 for l in layers:
                     row[f"update_norm/{l}"] = float((get_rewrite_weight(model, l).float() - original[l].float()).norm())
                 if baseline is not None:
-                    now = hidden_states(model, tok, probe_prompts, drift_layers)
+                    now = hidden_states(model, tok, probe_prompts, drift_layers, positions=probe_positions)
                     for k in now:
                         row[f"drift/{k}"] = relative_drift(baseline[k], now[k])
                     if n_evals % schedule.hidden_every == 0 or last:

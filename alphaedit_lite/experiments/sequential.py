@@ -7,7 +7,8 @@ between methods. The report of the runs is :func:`alphaedit_lite.plots.report.wr
 command line (`alphaedit-lite sequential`, `alphaedit-lite demo`) is :mod:`alphaedit_lite.cli.sequential`.
 
 Models: "tiny-world" (the shipped model organism: its records are the edits, its own training
-text is K0, its unedited facts are the drift probes) or any model `alphaedit_lite.model.loading.load_model`
+text is K0, its unedited facts are the drift probes), "subword-world" (the same, except that its drift probes
+are facts of subjects no edit touches, read at the subject's last token at the edited layers) or any model `alphaedit_lite.model.loading.load_model`
 knows (e.g. "smollm2-135m": CounterFact records from `../shared/data` or `--requests`, ROME's known
 facts as drift probes, WikiText-2 key statistics).
 """
@@ -43,6 +44,7 @@ class Setup:
     world: Any = None
     load_seconds: float = 0.0
     stats_fn: Callable | None = None        # layers -> {layer: SecondMoment} (the organisms' K0)
+    probe_positions: list[int] | None = None  # token read per probe at the edited layers (None: the last)
 
 
 def hparams_for(label: str, model_name: str, overrides: dict | None = None):
@@ -65,8 +67,9 @@ def prepare(model_name: str, n_edits: int, *, layers_hint=None, device: str | No
         import functools
 
         from alphaedit_lite.world import load_subword_world, load_tiny_world
-        from alphaedit_lite.world.editing import (known_accuracy, perplexity_ratio, subword_stats, unedited_accuracy,
-                                                  untouched_accuracy, world_probe_prompts, world_stats)
+        from alphaedit_lite.world.editing import (known_accuracy, perplexity_ratio, subject_probes, subword_stats,
+                                                  unedited_accuracy, untouched_accuracy, world_probe_prompts,
+                                                  world_stats)
         from alphaedit_lite.world.model import k0_known_subjects
 
         if requests_path:
@@ -99,8 +102,12 @@ def prepare(model_name: str, n_edits: int, *, layers_hint=None, device: str | No
             if base_nll is not None:
                 out["perplexity_ratio"] = perplexity_ratio(m, t, _w, base_nll)
             return out
-        return Setup(model_name, model, tok, reqs, stats, world_probe_prompts(world, reqs, n_probes), extra, world,
-                     time.perf_counter() - t0, stats_fn)
+        if model_name == SUBWORD:   # facts live at the subject's last token: drift is read there
+            probes, positions = subject_probes(world, tok, reqs, n_probes)
+        else:
+            probes, positions = world_probe_prompts(world, reqs, n_probes), None
+        return Setup(model_name, model, tok, reqs, stats, probes, extra, world, time.perf_counter() - t0, stats_fn,
+                     probe_positions=positions)
     from alphaedit_lite.model.loading import load_model
     from alphaedit_lite.locate.requests import load_counterfact, load_knowns, load_requests
 
@@ -185,7 +192,8 @@ def run_methods(setup: Setup, labels: list[str], out: Path, *, n_edits: int, bat
         log(f"[{label}] {n_edits} edits in batches of {batch} -> {run_dir}")
         try:
             res = run_sequential(setup.model, setup.tok, setup.requests, hp, base, run_dir, sched,
-                                 probe_prompts=setup.probe_prompts or None, stats=stats, resume=resume,
+                                 probe_prompts=setup.probe_prompts or None, probe_positions=setup.probe_positions,
+                                 stats=stats, resume=resume,
                                  extra_eval=setup.extra_eval, stop_after_batches=stop_after_batches,
                                  progress=progress, model_name=setup.model_name)
             finished = res.metrics and res.metrics[-1].get("edits") == n_edits

@@ -27,7 +27,7 @@ from alphaedit_lite.locate.stats import LayerStats, collect_second_moments, load
 from alphaedit_lite.world.generate import World
 from alphaedit_lite.world.model import probe_accuracy
 
-__all__ = ["world_stats", "subword_stats", "known_subjects", "known_accuracy", "sentence_stats", "perplexity_ratio", "edited_facts", "world_probe_prompts", "unedited_probes_sample", "unedited_accuracy",
+__all__ = ["world_stats", "subword_stats", "known_subjects", "known_accuracy", "sentence_stats", "perplexity_ratio", "edited_facts", "world_probe_prompts", "subject_probes", "unedited_probes_sample", "unedited_accuracy",
            "untouched_accuracy", "sentence_keys", "subword_key_room"]
 
 
@@ -151,6 +151,22 @@ def unedited_probes_sample(world: World, edited, k: int | None, seed: int = 0, s
 def world_probe_prompts(world: World, edited, k: int = 300, seed: int = 0) -> list[str]:
     """Prompts of ``k`` unedited facts: the fixed probe set for hidden-state drift."""
     return [p.prompt for p in unedited_probes_sample(world, edited, k, seed)]
+
+
+def subject_probes(world: World, tok, edited, k: int = 300, seed: int = 0) -> tuple[list[str], list[int]]:
+    """Drift probes read where an organism stores its facts: prompts of ``k`` facts of subjects NO edit in
+    ``edited`` touched (a seeded sample; unedited facts of edited subjects when every subject was edited),
+    and the index of each prompt's subject's last token.
+
+    In the subword world the fact is computed at the subject's last token, and with a one-token window
+    the layers there see nothing else; the prompt's last token never sees the subject at those layers.
+    """
+    from alphaedit_lite.locate.keys import locate_subject
+
+    probes = world.probes("train", exclude=edited) or unedited_probes_sample(world, edited, None, seed)
+    if len(probes) > k:
+        probes = random.Random(seed).sample(probes, k)
+    return [p.prompt for p in probes], [locate_subject(tok, p.prompt, p.fact.subject).subject_last for p in probes]
 
 
 def untouched_accuracy(model, tok, world: World, edited, k: int | None = 1000, seed: int = 1) -> float | None:

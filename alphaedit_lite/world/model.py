@@ -129,6 +129,37 @@ def default_subword_dir() -> Path:
     return Path(env)
 
 
+def _zero_mlp_forward(mlp, x: torch.Tensor) -> torch.Tensor:
+    """An MLP's forward that returns exact zeros while every weight of it is zero and frozen and nothing
+    hooks its parts; otherwise (an edit wrote into it, a tracer reads its keys, it trains) the real one."""
+    if (any(p.requires_grad or p.any() for p in mlp.parameters())
+            or any(m._forward_hooks or m._forward_pre_hooks for m in mlp.children())):
+        return type(mlp).forward(mlp, x)
+    return torch.zeros_like(x)
+
+
+def skip_zero_mlps(model) -> list[int]:
+    """Make the all-zero MLPs of a model cost nothing; returns the layers this applies to.
+
+    The subword world's full-attention layers have MLPs of zeros (they may read facts, not store them), and
+    running them took about half of every forward pass. Each such MLP is frozen (``requires_grad`` False,
+    as in training) and gets a forward that returns exact zeros (adding them to the residual stream
+    changes nothing, bit for bit) for as long as its weights stay zero and frozen and no hook is on its
+    parts (see ``_zero_mlp_forward``); the parameters, the state dict and the saved files are unchanged.
+    """
+    import types
+
+    done = []
+    for i, layer in enumerate(model.model.layers):
+        ps = list(layer.mlp.parameters())
+        if ps and not any(p.any() for p in ps):
+            for p in ps:
+                p.requires_grad_(False)
+            layer.mlp.forward = types.MethodType(_zero_mlp_forward, layer.mlp)
+            done.append(i)
+    return done
+
+
 def load_world_model(path: str | Path, device=None):
     """Load an organism folder written by `save_tiny_world` (tiny or subword world), float32, eval mode.
 
@@ -151,6 +182,7 @@ def load_world_model(path: str | Path, device=None):
     # changed across transformers versions (torch_dtype -> dtype).
     model = AutoModelForCausalLM.from_pretrained(p, local_files_only=True)
     model.float().to(dev).eval()
+    skip_zero_mlps(model)
     tok = PreTrainedTokenizerFast.from_pretrained(p, local_files_only=True)
     world = World.load(p / WORLD_FILE)
     return model, tok, world

@@ -42,7 +42,7 @@ import torch
 
 from alphaedit_lite.world.background import background_sentences
 from alphaedit_lite.world.generate import World, generate_world
-from alphaedit_lite.world.model import (METRICS_FILE, PAD, BOS, EOS, UNK, SPECIAL_TOKENS, default_subword_dir,  # noqa: F401
+from alphaedit_lite.world.model import (METRICS_FILE, skip_zero_mlps, PAD, BOS, EOS, UNK, SPECIAL_TOKENS, default_subword_dir,  # noqa: F401
                     evaluate_world_model, load_world_model, save_tiny_world)
 
 __all__ = ["SUBWORD_DEFAULTS", "build_subword_tokenizer", "make_subword_model", "freeze_name_rows", "train_subword_world",
@@ -123,7 +123,7 @@ def make_subword_model(tok, *, seed: int = 0, d_model: int = 128, n_layers: int 
         for i in range(n_local, n_layers):
             for p in model.model.layers[i].mlp.parameters():
                 p.data.zero_()
-                p.requires_grad_(False)
+        skip_zero_mlps(model)          # frozen, and free to run: half of each step's work went into them
     return model
 
 
