@@ -674,16 +674,23 @@ TIMES["8. subword world"] = time.perf_counter() - t0
 # **What the runs show** (each statement is checked by the next cell, on whichever runs were loaded):
 #
 # * **AlphaEdit keeps writing its edits; MEMIT stalls.** With the same targets and a first batch that
-#   both write (95 % of 100 edits), MEMIT's efficacy on the edits so far falls to about 40 % from the
-#   second batch on, while AlphaEdit's stays above 90 % for the first 1,400 edits (and ends the
-#   2,000-edit demo run at 71 %: its 914 editable directions are filling up).
+#   both write (98 % of 100 edits), MEMIT's efficacy on the edits so far falls to about 45 % from the
+#   second batch on, while AlphaEdit's stays at 98–100 % through all 2,000 edits of the demo run: its
+#   P keeps 2,791 of 4,096 directions at layer 0, room for every edit.
 # * **MEMIT's accumulated update explodes** (‖W − W₀‖ in the tens of thousands after two batches);
 #   AlphaEdit's stays a few hundred.
-# * **AlphaEdit keeps more of the facts no edit touched** (the other relations of edited subjects,
-#   and other subjects), and its probes drift less at the final layer. It does not keep them all:
-#   they share the null space with the edits.
-# * **MEMIT protects the subjects K0 knows better**: its λC0 weighs exactly their keys, while
-#   AlphaEdit's threshold leaves a little of them editable, and thousands of edits add up there.
+# * **AlphaEdit keeps far more of the unedited facts.** Most of them, late in the run, are the other
+#   relations of subjects already edited: an edit rewrites the subject's one key, so no projection can
+#   shield them, and AlphaEdit loses some (67 % of them kept after 2,000 edits against MEMIT's 33 %).
+# * **On the subjects K0 knows, MEMIT is as good or better.** Its λC0 weighs exactly their keys, while
+#   AlphaEdit's threshold leaves a little of them editable.
+# * **Drift depends on whose states you probe.** The probes are 300 facts of subjects no edit of the
+#   run touches, read at the subject's last token at layer 0, where the edits act. In a 500-edit run
+#   (small mode) most of them are subjects K0 does not know: MEMIT's update blows their states up
+#   (relative drift about 125, i.e. 12,500 %) while AlphaEdit's move about a quarter: the paper's
+#   Figure 5 contrast, hundreds of times over. After 2,000 edits the only untouched subjects left are
+#   the 500 that K0 knows, and on them MEMIT's states move less (1.1 % against AlphaEdit's 4.5 % in
+#   the demo run).
 # * **Neither moves the background text** that K0 was built from (held-out perplexity ratio ≈ 1).
 
 # %%
@@ -692,11 +699,17 @@ sm, sa = sub_last["MEMIT"], sub_last["AlphaEdit"]
 for lab, r in sub_last.items():
     print(f"subword world, {lab:9s} after {r['edits']} edits: efficacy {r['efficacy']:.1f}, unedited facts "
           f"{r['unedited_acc']:.1f} %, subjects K0 knows {r['known_acc']:.1f} %, perplexity ratio "
-          f"{r['perplexity_ratio']:.3f}, final-layer drift {r['drift/final']:.3f}, ‖W − W₀‖ {r['update_norm/0']:.3g}")
-assert sa["efficacy"] >= sm["efficacy"] + 25, "AlphaEdit should keep far more of its edits than MEMIT"
+          f"{r['perplexity_ratio']:.3f}, drift at layer 0 {r['drift/0']:.3f} (final {r['drift/final']:.3f}), ‖W − W₀‖ {r['update_norm/0']:.3g}")
+assert sa["efficacy"] >= 95 and sa["efficacy"] >= sm["efficacy"] + 40, "AlphaEdit should keep its edits, MEMIT not"
 assert sa["update_norm/0"] < 0.01 * sm["update_norm/0"], "MEMIT's accumulated update should dwarf AlphaEdit's"
-assert sa["unedited_acc"] > sm["unedited_acc"] + 15 and sa["drift/final"] < sm["drift/final"]
-assert sm["known_acc"] >= sa["known_acc"], "MEMIT protects the subjects in K0 at least as well"
+assert sa["unedited_acc"] > sm["unedited_acc"] + 25, "AlphaEdit keeps far more of the unedited facts"
+assert sm["known_acc"] >= sa["known_acc"] - 3, "MEMIT protects the subjects in K0 about as well (or better)"
+from alphaedit_lite.world.model import k0_known_subjects
+
+if sa["edits"] < len(s_world.records) - k0_known_subjects():    # untouched subjects outside K0 remain: probed
+    assert sa["drift/0"] < 0.2 * sm["drift/0"], "MEMIT should move the untouched subjects' states far more"
+else:                                                            # only the subjects K0 knows are left untouched
+    assert sa["drift/0"] > sm["drift/0"], "on the subjects K0 knows, MEMIT's states should move less"
 assert max(sm["perplexity_ratio"], sa["perplexity_ratio"]) < 1.01, "the background text K0 came from stays put"
 
 # %%

@@ -7,7 +7,7 @@ LLMs differ in three ways that this organism copies (each measured, see data/sub
 
 * **facts recalled at the subject's last token by an early MLP** (ROME, Meng et al. 2022, Sec. 2):
   the first ``n_local`` layers attend only to a window of ``window`` tokens (sliding-window
-  attention, as Mistral/Gemma/Qwen2 use per layer; the shipped design 8: one token), so the
+  attention, as Mistral/Gemma/Qwen2 use per layer; the shipped design 9: one token), so the
   prompt's last token cannot see the subject there. Each last name is one token whose embedding
   row stays at its random initial value (``freeze_name_embeddings``), so the name's facts must be
   computed from that fixed vector by layer 0's MLP. The later layers have attention only and read
@@ -17,18 +17,20 @@ LLMs differ in three ways that this organism copies (each measured, see data/sub
   designs, ``whole_last_names=False``, split last names into pieces too);
 * **preserved text that is mostly not about the edited facts**: the model also learns a background
   language (:mod:`alphaedit_lite.world.background`); K0 is held-out background sentences plus the
-  sentences of the ``k0_known`` subjects no edit touches. MLPs are wide (``d_mlp`` = 16 × ``d_model``),
-  so the keys have spare directions.
+  sentences of the ``k0_known`` subjects no edit touches. MLPs are wide (``d_mlp`` = 32 × ``d_model``),
+  so the keys have spare directions: with a one-token window, the background text has only as many
+  distinct keys as it has distinct tokens (about 700), and the subjects K0 knows add 500, so most of
+  4,096 directions stay free for 2,000 edits (2,048 left too few: design 8).
 
 Training is the tiny world's recipe (:func:`alphaedit_lite.world.train.fit`). Design 4 (shipped until
 session 16) needed a loss on the name pieces (``name_weight`` 1) to leave chance; with one token
-per name the shipped design uses none. data/subword_world/README.md has the eight designs.
+per name the shipped design uses none. data/subword_world/README.md has the nine designs.
 
 The model is a `transformers.Qwen2ForCausalLM` (Llama-style blocks; its config's ``layer_types``
 chooses sliding or full attention per layer), so the rewrite module is
 ``model.layers.{l}.mlp.down_proj`` exactly as in SmolLM2 and the tiny world.
 
-    python -m alphaedit_lite.world train-subword --out data/subword_world    # ~1 h on one CPU thread
+    python -m alphaedit_lite.world train-subword --out data/subword_world    # 45 min on two CPU threads
     from alphaedit_lite.world import load_subword_world
     model, tok, world = load_subword_world()
 """
@@ -48,16 +50,16 @@ from alphaedit_lite.world.model import (METRICS_FILE, skip_zero_mlps, PAD, BOS, 
 __all__ = ["SUBWORD_DEFAULTS", "build_subword_tokenizer", "make_subword_model", "freeze_name_rows", "train_subword_world",
            "train_and_save_subword", "default_subword_dir"]
 
-#: Settings of the shipped subword world (`python -m alphaedit_lite.world train-subword`): design 8 of
-#: data/subword_world/README.md. One token per last name (``whole_last_names``) whose embedding row stays at its
+#: Settings of the shipped subword world (`python -m alphaedit_lite.world train-subword`): design 9 of
+#: data/subword_world/README.md (MLPs 4,096 wide, trained on two threads). One token per last name (``whole_last_names``) whose embedding row stays at its
 #: random initial value (``freeze_name_embeddings``, :func:`freeze_name_rows`), a one-token window in layers 0-1, so
 #: layer 0's MLP must compute each fact from the name's fixed vector at the subject's last token; ``k0_known``: the
 #: world's last 500 subjects are the ones the preserved text K0 is about (read at editing time by
 #: `alphaedit-lite sequential`; no edit touches them). Earlier designs set other values (their README rows say which).
 SUBWORD_DEFAULTS = dict(n_subjects=2500, seed=0, names="unique", family_size=10, steps=6000, batch_size=128, lr=6e-3,
                         object_weight=4.0, name_weight=0.0, d_model=128, n_layers=4, n_local=2, window=1, n_heads=4,
-                        d_mlp=2048, global_mlps=False, vocab_size=1200, background_share=0.25, warmup=100,
-                        weight_decay=0.1, threads=1, max_pack=3, pack_prob=0.25, warm_subjects=400,
+                        d_mlp=4096, global_mlps=False, vocab_size=1200, background_share=0.25, warmup=100,
+                        weight_decay=0.1, threads=2, max_pack=3, pack_prob=0.25, warm_subjects=400,
                         warm_steps=2000, warm_target=0.9, whole_last_names=True,
                         freeze_name_embeddings=True, k0_known=500)
 
