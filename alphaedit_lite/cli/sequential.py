@@ -205,6 +205,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     if {"MEMIT", "AlphaEdit"} <= set(combined["methods"]):
         from alphaedit_lite.experiments.targets import organism_targets, targets_markdown
 
+        print(f"\nchecking the {args.model} organism against the issue's targets (measuring its key room, ~20 s) ...")
         rows = organism_targets(args.model, combined["methods"])
         combined = {**combined, "targets": rows}
         print(f"\n== The {args.model} organism against the targets of the paper's headline "
