@@ -184,6 +184,8 @@ def test_truncated_json_names_the_file(tmp_path, loader):
     ("nullspace_threshold=NaN", r"must be a finite number"),
     ("layers=4", r"layers=4 \(an int\) .* a list of whole numbers .* --set layers=\[3,4\]"),
     ("layers=[3,true]", r"a list of whole numbers"),
+    ("kl_relation_prompts=[1]", r"kl_relation_prompts=\[1\] \(a list\) .* a JSON object of relation ids and templates"),
+    ('kl_relation_prompts={"P19":"born in"}', r"templates with one \{\} each"),
     ("nullspace_mode=svd", r"nullspace_mode must be one of \['absolute', 'relative', 'energy', 'rank'\]"),
     ("fact_token=1", r"fact_token must be a string"),
     ("project=1", r"project must be true or false"),
@@ -203,6 +205,7 @@ def test_set_values_that_fit_are_normalised():
     assert out == {"v_num_grad_steps": 3, "layers": [1, 2], "nullspace_mode": "relative", "L2": 5,
                    "mom2_dataset": "wikitext-2", "project": True}
     assert isinstance(out["v_num_grad_steps"], int)
+    assert S._parse_set(['kl_relation_prompts={"P19":"{} was born in"}']) == {"kl_relation_prompts": {"P19": "{} was born in"}}
     with pytest.raises(ValueError, match="--set L2 is given twice"):
         S._parse_set(["L2=1", "L2=2"])
 

@@ -207,6 +207,68 @@ def test_targets_leave_no_gradients_on_the_model(tiny):
     assert [p.requires_grad for p in model.parameters()] == flags
 
 
+# KL on the subject's other relations (kl_relation_prompts)
+RELATION_PROMPTS = {"P103": "The mother tongue of {} is", "P19": "{} was born in the city of",
+                    "P31": "{} is a kind of"}
+
+
+def _with_relation(r: dict, rel: str) -> dict:
+    return {**r, "relation_id": rel}
+
+
+def _answer_distributions(model, tok, z, layer, request, templates):
+    """Next-token distributions at the last token of each template, with z put at the subject's last token."""
+    out = []
+    for t in templates:
+        s = K.locate_subject(tok, t.replace("{}", request["subject"]), request["subject"])
+
+        def put(o, name, s=s):
+            o = o.clone()
+            o[0, s.subject_last] = z
+            return o
+        with torch.no_grad(), Trace(model, f"model.layers.{layer}", edit_output=put):
+            out.append(torch.log_softmax(model(input_ids=torch.tensor([s.ids])).logits[0, -1], -1))
+    return out
+
+
+def test_relation_kl_keeps_the_subjects_other_relations(tiny):
+    model, tok = tiny
+    req = _with_relation(EH.TINY_REQUESTS[1], "P103")          # the mother tongue of Danielle Darrieux
+    others = [t for rel, t in RELATION_PROMPTS.items() if rel != "P103"]
+    kw = dict(v_num_grad_steps=20, v_lr=0.5, clamp_norm_factor=4.0, v_early_stop_loss=0.0)
+    free = TG.compute_targets(model, tok, [req], 0, TEMPLATES, kl_factor=0.0, **kw)
+    # a random model's other answers hardly depend on δ, so only a large weight shows the term's pull
+    kept = TG.compute_targets(model, tok, [req], 0, TEMPLATES, kl_factor=1000.0, kl_relation_prompts=RELATION_PROMPTS, **kw)
+    assert kept.stats[0]["kl"] > 0
+    base = _answer_distributions(model, tok, kept.h[:, 0], 0, req, others)
+
+    def kl_to_base(z):
+        return sum(float((lp.exp() * (lp - b)).sum()) for lp, b in zip(_answer_distributions(model, tok, z, 0, req, others), base))
+    # the other relations' answers (read at each prompt's LAST token) move less with the KL term
+    # (measured: 0.0021 against 0.0048); the trained organism's test shows the effect at the real weight
+    assert kl_to_base(kept.z[:, 0]) < 0.6 * kl_to_base(free.z[:, 0])
+
+
+def test_relation_kl_skips_the_requests_own_relation(tiny):
+    model, tok = tiny
+    req = _with_relation(EH.TINY_REQUESTS[1], "P103")
+    kw = dict(v_num_grad_steps=6, v_lr=0.5, clamp_norm_factor=4.0)
+    own_only = TG.compute_targets(model, tok, [req], 2, TEMPLATES, kl_factor=10.0,
+                                  kl_relation_prompts={"P103": RELATION_PROMPTS["P103"]}, **kw)
+    no_kl = TG.compute_targets(model, tok, [req], 2, TEMPLATES, kl_factor=0.0, **kw)
+    assert own_only.stats[0]["kl"] == 0.0
+    assert torch.allclose(own_only.delta, no_kl.delta, atol=1e-5, rtol=1e-4)
+
+
+def test_relation_kl_refuses_requests_without_relation_and_bad_templates(tiny):
+    model, tok = tiny
+    with pytest.raises(ValueError, match="no relation_id"):
+        TG.compute_targets(model, tok, EH.TINY_REQUESTS[:1], 2, TEMPLATES, kl_relation_prompts=RELATION_PROMPTS)
+    with pytest.raises(ValueError, match="exactly one"):
+        TG.compute_targets(model, tok, [_with_relation(EH.TINY_REQUESTS[1], "P103")], 2, TEMPLATES,
+                           kl_relation_prompts={"P19": "born in"})
+
+
 def test_targets_bad_layer(tiny):
     model, tok = tiny
     with pytest.raises(ValueError, match="out of range"):

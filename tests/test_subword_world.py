@@ -166,7 +166,7 @@ def test_frozen_name_rows_stay_random_while_the_rest_trains(tmp_path):
 
 
 def test_k0_with_known_subjects_adds_their_sentences_and_no_edit_may_touch_them(tmp_path, monkeypatch):
-    from alphaedit_lite.world.editing import known_accuracy, known_subjects, subword_stats
+    from alphaedit_lite.world.editing import edited_subjects_probes, known_accuracy, known_subjects, subword_stats
     from alphaedit_lite.world.model import k0_known_subjects
 
     monkeypatch.setenv("ALPHAEDIT_CACHE", str(tmp_path / "cache"))
@@ -195,7 +195,17 @@ def test_k0_with_known_subjects_adds_their_sentences_and_no_edit_may_touch_them(
     with pytest.raises(ValueError, match="at most 20 edits"):
         prepare("subword-world", 21, progress=False)
     setup = prepare("subword-world", 4, n_probes=10, eval_unedited=50, progress=False)
-    assert "known_acc" in setup.extra_eval(setup.model, setup.tok)
+    figures = setup.extra_eval(setup.model, setup.tok)
+    # one pass over the samples' prompts gives each figure as its own function does
+    from alphaedit_lite.world.editing import edited_subjects_accuracy, unedited_accuracy, untouched_accuracy
+    m, t, w, r = setup.model, setup.tok, setup.world, setup.requests
+    assert figures["known_acc"] == pytest.approx(known_accuracy(m, t, w, 10, k=50))
+    assert figures["unedited_acc"] == pytest.approx(unedited_accuracy(m, t, w, r, k=50))
+    assert figures["untouched_acc"] == pytest.approx(untouched_accuracy(m, t, w, r, k=50))
+    assert figures["edited_subjects_acc"] == pytest.approx(edited_subjects_accuracy(m, t, w, r, k=50))
+    others = edited_subjects_probes(w, r)
+    assert len(others) == 4 * 4 * 4               # 4 edited subjects x 4 other relations x 4 trained phrasings
+    assert {p.fact.subject for p in others} == {x["requested_rewrite"]["subject"] for x in r}
     # drift probes: facts of subjects no edit touches, read at the subject's last token
     edited = {r["requested_rewrite"]["subject"] for r in setup.requests}
     assert len(setup.probe_prompts) == len(setup.probe_positions) == 10
@@ -284,3 +294,50 @@ def test_skipping_the_zero_mlps_changes_no_loss_gradient_edit_or_trace(small_wor
         model.model.layers[2].mlp.gate_proj.weight.add_(0.5)
         model.model.layers[2].mlp.up_proj.weight.add_(0.5)
     assert not torch.allclose(model(input_ids=x).logits, before)
+
+
+def test_relation_kl_targets_keep_the_edited_subjects_other_facts():
+    """The shipped hparams' KL on the subject's other relations: with z written at the subject's last
+    token (what an exact edit does there), the subject's other facts survive in a phrasing the KL never saw."""
+    from alphaedit_lite.locate.keys import locate_subject
+    from alphaedit_lite.locate.requests import as_request
+    from alphaedit_lite.locate.targets import compute_targets
+    from alphaedit_lite.methods.hparams import load_hparams
+    from alphaedit_lite.model.hooks import Trace
+    from alphaedit_lite.world import load_subword_world
+    from alphaedit_lite.world.model import target_token_id
+
+    model, tok, world = load_subword_world(device="cpu")
+    hp = load_hparams("AlphaEdit", "subword-world")
+    assert set(hp.kl_relation_prompts) == {r.relation_id for r in world.relations}
+    reqs = [as_request(r) for r in world.records[:20]]
+    layer = hp.layers[-1]
+    kw = dict(v_num_grad_steps=hp.v_num_grad_steps, v_lr=hp.v_lr, v_weight_decay=hp.v_weight_decay,
+              clamp_norm_factor=hp.clamp_norm_factor, v_early_stop_loss=hp.v_early_stop_loss, fact_token=hp.fact_token)
+    kept = compute_targets(model, tok, reqs, layer, ["{}"], kl_factor=hp.kl_factor,
+                           kl_relation_prompts=hp.kl_relation_prompts, **kw)
+    free = compute_targets(model, tok, reqs, layer, ["{}"], kl_factor=0.0, **kw)
+
+    def other_facts_right(z):
+        right = total = 0
+        for j, r in enumerate(reqs):
+            for rel in world.relations:
+                if rel.relation_id == r.relation_id:
+                    continue
+                fact = world.fact(r.subject, rel.relation_id)
+                prompt = rel.phrasings[1].replace("{}", r.subject)          # not the KL's phrasing (0)
+                s = locate_subject(tok, prompt, r.subject)
+
+                def put(o, name, s=s, j=j):
+                    o = o.clone()
+                    o[0, s.subject_last] = z[:, j]
+                    return o
+                with torch.no_grad(), Trace(model, f"model.layers.{layer}", edit_output=put):
+                    top = int(model(input_ids=torch.tensor([s.ids])).logits[0, -1].argmax())
+                right += top == target_token_id(tok, fact.object)
+                total += 1
+        return right / total
+
+    assert other_facts_right(kept.h) > 0.9                  # the unedited model knows them
+    assert sum(st["prob"] > 0.5 for st in kept.stats) >= 18   # and the edits are still written (one-batch efficacy 98 %)
+    assert other_facts_right(kept.z) > other_facts_right(free.z) + 0.05

@@ -29,6 +29,15 @@ def test_each_target_is_computed_from_the_figures():
     assert met["≤ 120 s per method (2 cores)"] is False                                        # MEMIT took 130 s
     assert met["organism ≤ 20 MB"] is True and met["organism trained in ≤ 30 min"] is False    # 31.7 min
     assert "32 min on 2 thread(s)" in rows["organism trained in ≤ 30 min"]["measured"]
+    assert rows["AlphaEdit unedited facts within 5 points of the unedited model"]["measured"] == "92.0 % of 95.0 % (−3.0 points)"
+
+
+def test_unedited_facts_row_says_whose_facts_were_lost_when_measured():
+    m = _methods(edited_subjects_acc=63.3, known_acc=96.6)
+    m["unedited"].update(edited_subjects_acc=99.2, known_acc=98.2)
+    row = next(r for r in check_targets(m) if r["target"].startswith("AlphaEdit unedited facts"))
+    assert row["measured"] == ("92.0 % of 95.0 % (−3.0 points; edited subjects' other facts 63.3 % of 99.2, "
+                               "subjects K0 knows 96.6 % of 98.2)")
 
 
 def test_missing_figures_are_unmeasured_not_failed():

@@ -63,10 +63,10 @@ def drift_keys(rows) -> list[str]:
 def summary_table(runs: dict) -> str:
     """A Markdown table like the paper's Table 1: the last evaluated step of each run."""
     loaded = {name: load_run(d) for name, d in runs.items()}
-    extra = [k for k, _ in (("unedited_acc", 0), ("untouched_acc", 0), ("known_acc", 0), ("perplexity_ratio", 0))
+    extra = [k for k in ("unedited_acc", "edited_subjects_acc", "untouched_acc", "known_acc", "perplexity_ratio")
              if any(k in r for run in loaded.values() for r in run["metrics"])]
-    names = {"unedited_acc": "Unedited facts (%)", "untouched_acc": "Untouched subjects (%)",
-             "known_acc": "Subjects K0 knows (%)",
+    names = {"unedited_acc": "Unedited facts (%)", "edited_subjects_acc": "Edited subjects' other facts (%)",
+             "untouched_acc": "Untouched subjects (%)", "known_acc": "Subjects K0 knows (%)",
              "perplexity_ratio": "Held-out perplexity ÷ unedited"}
     head = ["method", "edits", "Eff.", "Gen.", "Spe.", "Flu.", *[names[k] for k in extra],
             "drift (last edited layer)", "drift (final)", "‖W − W₀‖", "time (s)"]
@@ -92,6 +92,8 @@ def summary_table(runs: dict) -> str:
 #: the figures of summary.json, per method (issue 13's list)
 SUMMARY_KEYS = ("efficacy", "generalization", "specificity", "unedited_acc", "perplexity_ratio",
                 "drift_last_edited_layer", "drift_final", "seconds")
+#: figures added where a run measured them (the organisms split unedited facts by whose facts they are)
+OPTIONAL_SUMMARY_KEYS = ("edited_subjects_acc", "untouched_acc", "known_acc")
 
 
 def final_figures(run_dir) -> dict:
@@ -106,6 +108,7 @@ def final_figures(run_dir) -> dict:
     out["drift_last_edited_layer"] = r.get(dk[-1]) if dk else None
     out["drift_final"] = r.get("drift/final")
     out["edits"] = r.get("edits")
+    out.update({k: r[k] for k in OPTIONAL_SUMMARY_KEYS if k in r})
     return {k: (None if _isnan(v) else v) for k, v in out.items()}
 
 
@@ -115,6 +118,7 @@ def summary_json(runs: dict, unedited: dict | None = None) -> dict:
     methods = {}
     if unedited is not None:
         methods["unedited"] = {k: unedited.get(k) for k in SUMMARY_KEYS}
+        methods["unedited"].update({k: unedited[k] for k in OPTIONAL_SUMMARY_KEYS if k in unedited})
     for name, d in runs.items():
         methods[name] = final_figures(d)
     return {"methods": methods}

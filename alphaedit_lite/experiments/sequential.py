@@ -67,9 +67,8 @@ def prepare(model_name: str, n_edits: int, *, layers_hint=None, device: str | No
         import functools
 
         from alphaedit_lite.world import load_subword_world, load_tiny_world
-        from alphaedit_lite.world.editing import (known_accuracy, perplexity_ratio, subject_probes, subword_stats,
-                                                  unedited_accuracy, untouched_accuracy, world_probe_prompts,
-                                                  world_stats)
+        from alphaedit_lite.world.editing import (fact_accuracies, perplexity_ratio, subject_probes, subword_stats,
+                                                  world_probe_prompts, world_stats)
         from alphaedit_lite.world.model import k0_known_subjects
 
         if requests_path:
@@ -93,12 +92,7 @@ def prepare(model_name: str, n_edits: int, *, layers_hint=None, device: str | No
             base_nll = background_nll(model, tok, background_sentences(world, "heldout", HELDOUT_SENTENCES))
 
         def extra(m, t, _w=world, _r=reqs):
-            out = {"unedited_acc": unedited_accuracy(m, t, _w, _r, k=eval_unedited)}
-            untouched = untouched_accuracy(m, t, _w, _r, k=eval_unedited)
-            if untouched is not None:
-                out["untouched_acc"] = untouched
-            if known:
-                out["known_acc"] = known_accuracy(m, t, _w, known, k=eval_unedited)
+            out = fact_accuracies(m, t, _w, _r, known, k=eval_unedited)   # one pass over every sample's prompts
             if base_nll is not None:
                 out["perplexity_ratio"] = perplexity_ratio(m, t, _w, base_nll)
             return out

@@ -46,8 +46,12 @@ def check_targets(methods: dict, *, room: float | None = None, organism: dict | 
                  _row("AlphaEdit's loss of unedited facts ≤ 1/3 of MEMIT's", "–", None)]
     else:
         la, lm = u0 - ua, u0 - um
+        parts = [f"{name} {get(a, k):.1f} % of {get(u, k):.1f}" for k, name in
+                 (("edited_subjects_acc", "edited subjects' other facts"), ("known_acc", "subjects K0 knows"))
+                 if get(a, k) is not None and get(u, k) is not None]
+        split = f"; {', '.join(parts)}" if parts else ""
         rows.append(_row("AlphaEdit unedited facts within 5 points of the unedited model",
-                         f"{ua:.1f} % of {u0:.1f} % (−{la:.1f} points)", la <= 5.0))
+                         f"{ua:.1f} % of {u0:.1f} % (−{la:.1f} points{split})", la <= 5.0))
         rows.append(_row("AlphaEdit's loss of unedited facts ≤ 1/3 of MEMIT's",
                          f"{la:.1f} against {lm:.1f} points ({la / lm:.2f}×)" if lm > 0 else f"{la:.1f} against {lm:.1f}",
                          la <= lm / 3 if lm > 0 else la <= 0))

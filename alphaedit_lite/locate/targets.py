@@ -9,8 +9,13 @@ EDITED LAYER L at the subject's last token, makes the model predict the new obje
          + v_weight_decay · ‖δ‖ / ‖h‖²                                     (MEMIT's norm penalty)
     subject to ‖δ‖ ≤ clamp_norm_factor · ‖h‖                               (MEMIT's clamp)
 
-with Adam (``v_lr``, at most ``v_num_grad_steps`` steps) and MEMIT's early stop (a request stops as
-soon as its loss is below ``v_early_stop_loss``, 5e-2). The result is z_i = h_i + δ_i, where h_i
+With ``kl_relation_prompts`` ({relation_id: template}) the KL term is instead the mean over the
+subject's OTHER relations' prompts, each read at its last token, where that relation's answer is
+predicted: the target must change one fact and keep the subject's others. This is the kit's addition
+for its organisms, whose subjects have several facts on one key (data/subword_world/README.md).
+
+The optimisation runs with Adam (``v_lr``, at most ``v_num_grad_steps`` steps) and MEMIT's early
+stop (a request stops as soon as its loss is below ``v_early_stop_loss``, 5e-2). The result is z_i = h_i + δ_i, where h_i
 is layer L's output at the subject's last token of the plain prompt.
 
 Cost. All requests of a call share ONE forward pass per step (a request that has stopped drops
@@ -42,7 +47,7 @@ import warnings
 import weakref
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 import torch
 
@@ -366,10 +371,40 @@ class TargetResult:
     seconds: float = 0.0
 
 
+def _kl_rows(requests, kl_prompt: str, kl_relation_prompts: Mapping[str, str] | None,
+             fact_token: str) -> list[list[tuple[str, bool]]]:
+    """Per request, its KL prompts as (template, read at the subject's last token?).
+
+    ROME's one prompt (``kl_prompt``, read at the subject's last token as its reference code does), or,
+    with ``kl_relation_prompts``, the templates of every relation but the request's own, read at
+    the prompt's last token, where the relation's answer is predicted.
+    """
+    def check(template: str, what: str) -> str:
+        if not isinstance(template, str) or template.count("{}") != 1:
+            raise ValueError(f"{what} must be a template with exactly one '{{}}' for the subject, got {template!r}")
+        return template
+
+    if not kl_relation_prompts:
+        return [[(check(kl_prompt, "kl_prompt"), fact_token == "subject_last")] for _ in requests]
+    if not isinstance(kl_relation_prompts, Mapping):
+        raise ValueError("kl_relation_prompts must map relation ids to templates, e.g. "
+                         f"{{'P19': '{{}} was born in'}}, got {type(kl_relation_prompts).__name__}")
+    prompts = {rel: check(t, f"kl_relation_prompts[{rel!r}]") for rel, t in kl_relation_prompts.items()}
+    out = []
+    for i, r in enumerate(requests):
+        if r.relation_id is None:
+            raise ValueError(f"request #{i} ({r.label}) has no relation_id, so kl_relation_prompts cannot tell "
+                             "which of its prompts are the subject's OTHER relations; give each request a "
+                             "relation_id or leave kl_relation_prompts empty (ROME's one KL prompt)")
+        out.append([(t, False) for rel, t in prompts.items() if rel != r.relation_id])
+    return out
+
+
 def compute_targets(model, tok, requests, layer: int, templates: Sequence[str] = ("{}",), *,
                     v_num_grad_steps: int = 25, v_lr: float = 0.5, v_weight_decay: float = 0.5,
                     clamp_norm_factor: float = 0.75, kl_factor: float = 0.0625,
                     v_early_stop_loss: float = 5e-2, kl_prompt: str = "{} is a",
+                    kl_relation_prompts: Mapping[str, str] | None = None,
                     fact_token: str = "subject_last", verbose: bool = False,
                     cache_prefix: bool = True, v_stop: str = "loss", v_dtype: str = "float32",
                     max_requests: int | None = 25) -> TargetResult:
@@ -383,6 +418,12 @@ def compute_targets(model, tok, requests, layer: int, templates: Sequence[str] =
     above L and the unembedding under bfloat16 autocast (δ, the loss and Adam stay in float32);
     ``v_dtype="auto"`` does so only where bf16 is fast on the model's device (``has_fast_bfloat16``).
 
+    ``kl_relation_prompts`` ({relation_id: template}) replaces ROME's one KL prompt by the subject's
+    OTHER relations: request i keeps, at the LAST token of each template whose relation is not its
+    own, the model's distribution over that relation's answer (KL(p_δ ‖ p_0), averaged over those
+    prompts, weighted by ``kl_factor``). The δ then has to change its own relation's answer while
+    leaving the subject's other facts where they were (see the module docstring).
+
     Memory: the requests are optimised in groups of at most ``max_requests`` (None: all at once).
     Each δ_i has its own loss, early stop and Adam state, so grouping changes nothing but rounding;
     it bounds the activations kept for the backward pass (SmolLM2, 100 requests in one group: about
@@ -394,13 +435,14 @@ def compute_targets(model, tok, requests, layer: int, templates: Sequence[str] =
     requests = [as_request(r) for r in requests]
     if not requests:
         raise ValueError("no requests given")
+    kl_rows_of = _kl_rows(requests, kl_prompt, kl_relation_prompts, fact_token)
     check_layers(model, layer, what="layer")
     n = num_layers(model)
     if not templates or templates[0] != "{}":
         raise ValueError("templates[0] must be the plain template '{}'")
     kw = dict(v_num_grad_steps=v_num_grad_steps, v_lr=v_lr, v_weight_decay=v_weight_decay,
               clamp_norm_factor=clamp_norm_factor, kl_factor=kl_factor, v_early_stop_loss=v_early_stop_loss,
-              kl_prompt=kl_prompt, fact_token=fact_token, verbose=verbose, cache_prefix=cache_prefix,
+              kl_prompt=kl_prompt, kl_relation_prompts=kl_relation_prompts, fact_token=fact_token, verbose=verbose, cache_prefix=cache_prefix,
               v_stop=v_stop, v_dtype=v_dtype)
     device = next(model.parameters()).device
     if v_dtype == "bfloat16" and device.type == "cpu" and \
@@ -417,9 +459,9 @@ def compute_targets(model, tok, requests, layer: int, templates: Sequence[str] =
     t0 = time.perf_counter()
     u, T = len(requests), len(templates)
 
-    # ---- sequences: T rewriting rows + 1 KL row per request --------------------------------
+    # ---- sequences: T rewriting rows + the KL rows of each request ----------------------------
     sents = build_sentences(tok, requests, templates, fact_token)
-    seqs, lookup, owner, kind = [], [], [], []
+    seqs, lookup, owner, kind, read = [], [], [], [], []
     tgt_rows, tgt_pos, tgt_tok = [], [], []
     targets = [target_token_ids(tok, r.target_new) for r in requests]
     for i, (r, row) in enumerate(zip(requests, sents)):
@@ -428,24 +470,32 @@ def compute_targets(model, tok, requests, layer: int, templates: Sequence[str] =
             b = len(seqs)
             seqs.append(s.ids + tg[:-1])
             lookup.append(s.key_pos)
+            read.append(s.key_pos)
             owner.append(i)
             kind.append("rw")
             for k, t in enumerate(tg):      # token t is predicted at position len(prompt) − 1 + k
                 tgt_rows.append(b)
                 tgt_pos.append(len(s.ids) - 1 + k)
                 tgt_tok.append(t)
-        kl_text = kl_prompt.replace("{}", r.subject, 1)
-        ks = locate_subject(tok, kl_text, r.subject, subject_start=kl_prompt.index("{}"),
-                            where=f"request #{i} ({r.label}) KL prompt")
-        seqs.append(ks.ids)
-        lookup.append(ks.subject_last if fact_token == "subject_last" else len(ks.ids) - 1)
-        owner.append(i)
-        kind.append("kl")
+        for template, at_subject in kl_rows_of[i]:
+            ks = locate_subject(tok, template.replace("{}", r.subject, 1), r.subject,
+                                subject_start=template.index("{}"), where=f"request #{i} ({r.label}) KL prompt")
+            last = len(ks.ids) - 1
+            seqs.append(ks.ids)
+            lookup.append(ks.subject_last if fact_token == "subject_last" else last)
+            read.append(lookup[-1] if at_subject else last)           # where the KL's distribution is read
+            owner.append(i)
+            kind.append("kl")
     ids, mask = right_pad(seqs, pad_id(tok))
     B = len(seqs)
     owner_t = torch.tensor(owner, device=device)
     lookup_t = torch.tensor(lookup, device=device)
+    read_t = torch.tensor(read, device=device)
     is_kl = torch.tensor([k == "kl" for k in kind], device=device)
+    kl_rows = is_kl.nonzero().squeeze(1)
+    kl_index = torch.full((B,), -1, device=device, dtype=torch.long)   # row -> its index among the KL rows
+    kl_index[kl_rows] = torch.arange(len(kl_rows), device=device)
+    n_kl = torch.zeros(u, device=device).index_add(0, owner_t[kl_rows], torch.ones(len(kl_rows), device=device)).clamp(min=1)
     tgt_rows_t = torch.tensor(tgt_rows, device=device)
     tgt_pos_t = torch.tensor(tgt_pos, device=device)
     tgt_tok_t = torch.tensor(tgt_tok, device=device)
@@ -453,18 +503,18 @@ def compute_targets(model, tok, requests, layer: int, templates: Sequence[str] =
 
     runner: ResidualRunner | SuffixRunner | None = None
     if cache_prefix and layer + 1 < n:
-        kl_rows = is_kl.nonzero().squeeze(1)
         runner = _suffix_runner(model, ids, mask, lookup, layer + 1, torch.cat([tgt_rows_t, kl_rows]),
-                                torch.cat([tgt_pos_t, lookup_t[kl_rows]]))
+                                torch.cat([tgt_pos_t, read_t[kl_rows]]))
     if runner is None:
         runner = ResidualRunner(model, ids, mask, start=layer + 1)
         offset = torch.zeros(B, dtype=torch.long, device=device)
     else:
         offset = runner.offsets                                        # (B,) row i starts at its δ position
     lookup_t = lookup_t - offset                                       # positions in the runner's coordinates
+    read_t = read_t - offset
     tgt_pos_t = tgt_pos_t - offset[tgt_rows_t]
     H = runner.hidden                                                  # (B, S or Q, d)
-    plain_rows = torch.tensor([i * (T + 1) for i in range(u)], device=device)
+    plain_rows = torch.tensor([owner.index(i) for i in range(u)], device=device)   # each request's "{}" row
     h_init = H[plain_rows, lookup_t[plain_rows]].float()               # (u, d): template "{}"
     h_norm = h_init.norm(dim=1)                                        # (u,)
 
@@ -491,14 +541,14 @@ def compute_targets(model, tok, requests, layer: int, templates: Sequence[str] =
             t_sel = torch.isin(tgt_rows_t, row_sel).nonzero().squeeze(1)
             kl_sel = row_sel[is_kl[row_sel]]
             r_idx = torch.cat([local[tgt_rows_t[t_sel]], local[kl_sel]])
-            p_idx = torch.cat([tgt_pos_t[t_sel], lookup_t[kl_sel]])
+            p_idx = torch.cat([tgt_pos_t[t_sel], read_t[kl_sel]])
             with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=v_dtype == "bfloat16"):
                 logits = runner.logits_at(hidden, r_idx, p_idx, rows=row_sel)
             logits = logits.float()
             logp = torch.log_softmax(logits, -1)
             n_t = len(t_sel)
             tok_lp = logp[torch.arange(n_t, device=device), tgt_tok_t[t_sel]]   # (n_t,) log p of target tokens
-            kl_lp = logp[n_t:]                                                   # (n_active, vocab), request order
+            kl_lp = logp[n_t:]                                                   # (active KL rows, vocab), row order
             row_nll = -torch.zeros(B, device=device).index_add(0, tgt_rows_t[t_sel], tok_lp)
             row_nll = row_nll / n_tgt[owner_t]                                   # per-token NLL of each row
             rw = row_sel[~is_kl[row_sel]]                                        # active rewriting rows
@@ -506,7 +556,8 @@ def compute_targets(model, tok, requests, layer: int, templates: Sequence[str] =
             req_prob = torch.zeros(u, device=device).index_add(0, owner_t[rw], torch.exp(-row_nll[rw].detach())) / T
             if kl_init is None:                                                  # step 0: every request active
                 kl_init = kl_lp.detach().clone()
-            kl = kl_factor * (kl_lp.exp() * (kl_lp - kl_init[act])).sum(-1)     # KL(p_δ ‖ p_0) per request
+            kl_row = (kl_lp.exp() * (kl_lp - kl_init[kl_index[kl_sel]])).sum(-1)  # KL(p_δ ‖ p_0) per KL row
+            kl = kl_factor * (torch.zeros(u, device=device).index_add(0, owner_t[kl_sel], kl_row) / n_kl)[act]
             D_act = D[act]
             wd = v_weight_decay * D_act.norm(dim=1) / h_norm[act] ** 2
             loss_vec = req_nll[act] + kl + wd                                    # (n_active,)

@@ -9,7 +9,8 @@ The names follow the reference code of ROME / MEMIT (Meng et al. 2022, 2023) and
 * ``v_*``: the target optimisation (MEMIT Eq. 16 / AlphaEdit Sec. 2): ``v_num_grad_steps`` Adam
   steps of learning rate ``v_lr``; ``v_weight_decay`` scales the norm penalty
   ``‖δ‖ / ‖h‖²``; ``clamp_norm_factor`` bounds ``‖δ‖ ≤ factor · ‖h‖``; ``kl_factor`` weighs the
-  KL term on the ``"{} is a"`` prompt; ``v_early_stop_loss`` stops once the loss is below it.
+  KL term on the ``"{} is a"`` prompt, or, with ``kl_relation_prompts`` ({relation_id: template}),
+  on the subject's other relations; ``v_early_stop_loss`` stops once the loss is below it.
 * ``mom2_*``: the key statistics C0 = K0 K0ᵀ / n (MEMIT Eq. 14): corpus (``mom2_dataset``),
   number of text samples (``mom2_n_samples`` fixed-length chunks of ``mom2_seq_len`` tokens, so
   ``n_tokens = mom2_n_samples · mom2_seq_len``) and MEMIT's λ (``mom2_update_weight``).
@@ -32,6 +33,8 @@ Values are checked against each field's declared type, in JSON files (:func:`fro
   strings are refused;
 * ``bool`` fields take only ``true``/``false``;
 * ``list[int]`` fields (``layers``) take a list of whole numbers such as ``[3, 4]``;
+* ``dict[str, str]`` fields (``kl_relation_prompts``) take an object of strings, each value a template
+  with one ``{}``;
 * ``str`` fields take strings; ``fact_token`` and ``nullspace_mode`` only their known choices
   (:data:`CHOICES`).
 """
@@ -117,6 +120,8 @@ class TargetHParams(BaseHParams):
     v_weight_decay: float = 0.5
     clamp_norm_factor: float = 0.75
     kl_factor: float = 0.0625
+    # {relation_id: template}: KL on the subject's OTHER relations instead of "{} is a" (compute_targets)
+    kl_relation_prompts: dict[str, str] = field(default_factory=dict)
     v_early_stop_loss: float = 5e-2
     v_stop: str = "loss"            # "most_probable": also stop once o* is the argmax on every prompt
     v_dtype: str = "float32"        # "bfloat16": the layers above L run under bf16 autocast;
@@ -277,6 +282,8 @@ def _example(cls: type[BaseHParams], name: str, kind: Any) -> str:
         return CHOICES[name][0]
     if kind == list[int]:
         return "[3,4]"
+    if kind == dict[str, str]:
+        return '{"P19":"{} was born in"}'
     default = next(f.default for f in dataclasses.fields(cls) if f.name == name)
     if default is dataclasses.MISSING or (kind is str and not default):
         return _EXAMPLES.get(kind, "...")
@@ -331,6 +338,11 @@ def check_value(cls: type[BaseHParams], name: str, value: Any, source: str = "ov
         if not isinstance(value, (list, tuple)) or not all(_is_whole(x) for x in value):
             raise bad("a list of whole numbers (layer indices)")
         return [int(x) for x in value]
+    if kind == dict[str, str]:
+        if not isinstance(value, dict) or not all(isinstance(k, str) and isinstance(v, str) and v.count("{}") == 1
+                                                  for k, v in value.items()):
+            raise bad("a JSON object of relation ids and templates with one {} each")
+        return dict(value)
     if kind is str:
         if not isinstance(value, str):
             raise bad("a string")

@@ -25,10 +25,10 @@ from alphaedit_lite.core.covariance import SecondMoment
 from alphaedit_lite.locate.cache import model_id
 from alphaedit_lite.locate.stats import LayerStats, collect_second_moments, load_cached_stats, save_cached_stats
 from alphaedit_lite.world.generate import World
-from alphaedit_lite.world.model import probe_accuracy
+from alphaedit_lite.world.model import predict_next, probe_accuracy, target_token_id
 
 __all__ = ["world_stats", "subword_stats", "known_subjects", "known_accuracy", "sentence_stats", "perplexity_ratio", "edited_facts", "world_probe_prompts", "subject_probes", "unedited_probes_sample", "unedited_accuracy",
-           "untouched_accuracy", "sentence_keys", "subword_key_room"]
+           "untouched_accuracy", "edited_subjects_probes", "edited_subjects_accuracy", "fact_accuracies", "sentence_keys", "subword_key_room"]
 
 
 def _corpus_id(world: World, excluded: set) -> str:
@@ -192,6 +192,49 @@ def unedited_accuracy(model, tok, world: World, edited, k: int | None = 1000, se
     probes = unedited_probes_sample(world, edited, k, seed)
     with torch.no_grad():
         return 100.0 * probe_accuracy(model, tok, probes)
+
+
+def _sample(probes: list, k: int | None, seed: int) -> list:
+    return random.Random(seed).sample(probes, k) if k is not None and len(probes) > k else probes
+
+
+def edited_subjects_probes(world: World, edited) -> list:
+    """Probes (training phrasings) of the OTHER facts of edited subjects: after an edit of someone's
+    birthplace, their language, profession, employer and instrument. They share the edited key."""
+    done = edited_facts(edited)
+    subjects = {s for s, _ in done}
+    return [p for p in world.probes("train") if p.fact.subject in subjects
+            and (p.fact.subject, p.fact.relation_id) not in done]
+
+
+def edited_subjects_accuracy(model, tok, world: World, edited, k: int | None = 1000, seed: int = 1) -> float | None:
+    """Top-1 accuracy (in %) on ``k`` other facts of edited subjects (None if there are none)."""
+    probes = _sample(edited_subjects_probes(world, edited), k, seed)
+    if not probes:
+        return None
+    with torch.no_grad():
+        return 100.0 * probe_accuracy(model, tok, probes)
+
+
+def fact_accuracies(model, tok, world: World, edited, known: int = 0, k: int | None = 1000, seed: int = 1) -> dict:
+    """The figures of :func:`unedited_accuracy`, :func:`untouched_accuracy`, :func:`known_accuracy` (with
+    ``known`` > 0) and :func:`edited_subjects_accuracy`, on the same samples, from ONE forward pass
+    over the prompts they hold between them (the samples overlap: after every subject outside K0 has
+    been edited, the untouched subjects are exactly the known ones).
+
+    Keys: ``unedited_acc``, ``untouched_acc``, ``known_acc``, ``edited_subjects_acc``; a figure whose
+    set is empty is left out.
+    """
+    sets = {"unedited_acc": unedited_probes_sample(world, edited, k, seed),
+            "untouched_acc": _sample(world.probes("train", exclude=edited), k, seed),
+            "edited_subjects_acc": _sample(edited_subjects_probes(world, edited), k, seed)}
+    if known:
+        first_known = known_subjects(world, known)[0]
+        sets["known_acc"] = _sample(world.probes("train", exclude=list(range(first_known))), k, seed)
+    prompts = sorted({p.prompt for probes in sets.values() for p in probes})
+    pred = dict(zip(prompts, predict_next(model, tok, prompts).tolist())) if prompts else {}
+    return {name: 100.0 * sum(pred[p.prompt] == target_token_id(tok, p.target) for p in probes) / len(probes)
+            for name, probes in sets.items() if probes}
 
 
 #: held-out background sentences on which the subword world's perplexity is compared
