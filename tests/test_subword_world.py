@@ -100,6 +100,24 @@ def test_micro_training_run_saves_and_reloads(tmp_path):
         train_subword_world(log=None, nonsense=1)
 
 
+def test_bf16_training_learns_like_float32():
+    """train_dtype="bfloat16" (autocast forward passes, one context per step): the same micro run learns
+    to about the same loss as float32, and its weights stay float32 (measured on the full world: 150
+    steps in 25.8 s against 50.7 s, loss 2.551 against 2.556)."""
+    import math
+
+    kw = dict(log=None, n_subjects=30, steps=120, warm_subjects=0, d_model=32, d_mlp=64, vocab_size=300,
+              batch_size=32, threads=1, k0_known=5)
+    _, _, _, m32 = train_subword_world(**kw)
+    model, _, _, m16 = train_subword_world(**kw, train_dtype="bfloat16")
+    assert m16["train_dtype"] == "bfloat16" and m32["train_dtype"] == "float32"
+    assert all(p.dtype == torch.float32 for p in model.parameters())
+    assert m32["final_loss"] < 0.8 * math.log(300), m32["final_loss"]           # it learnt (log V = 5.7 at the start)
+    assert abs(m16["final_loss"] - m32["final_loss"]) < 0.03 * m32["final_loss"], (m16["final_loss"], m32["final_loss"])
+    with pytest.raises(ValueError, match="train_dtype must be"):
+        train_subword_world(**{**kw, "train_dtype": "float16"})
+
+
 def test_shipped_subword_world_knows_its_facts():
     from alphaedit_lite.world import evaluate_world_model, load_subword_world
 

@@ -43,7 +43,10 @@ def _cmd_train_subword(a: argparse.Namespace) -> int:
         key, sep, value = item.partition("=")
         if not sep or key not in SUBWORD_DEFAULTS:
             raise ValueError(f"--set takes KEY=VALUE with KEY one of {sorted(SUBWORD_DEFAULTS)}, got {item!r}")
-        overrides[key] = json.loads(value)
+        try:
+            overrides[key] = json.loads(value)
+        except json.JSONDecodeError:
+            overrides[key] = value                     # a bare word: names=unique, train_dtype=bfloat16
     m = train_and_save_subword(a.out, **overrides)
     print(f"training phrasings: top-1 accuracy {m['train_acc']:.4f}; held-out phrasings {m['heldout_acc']:.4f}; "
           f"record paraphrases {m['paraphrase_acc']:.4f}; background perplexity {math.exp(m['background_nll']):.3f}")
