@@ -15,8 +15,8 @@ predicted: the target must change one fact and keep the subject's others. This i
 for its organisms, whose subjects have several facts on one key (data/subword_world/README.md).
 
 The optimisation runs with Adam (``v_lr``, at most ``v_num_grad_steps`` steps) and MEMIT's early
-stop (a request stops as soon as its loss is below ``v_early_stop_loss``, 5e-2). The result is z_i = h_i + δ_i, where h_i
-is layer L's output at the subject's last token of the plain prompt.
+stop (a request stops as soon as its loss is below ``v_early_stop_loss``, 5e-2). The result is
+z_i = h_i + δ_i, where h_i is layer L's output at the subject's last token of the plain prompt.
 
 Cost. All requests of a call share ONE forward pass per step (a request that has stopped drops
 out of the batch). The layers below L never change while δ is optimised, so their output — the
@@ -442,8 +442,8 @@ def compute_targets(model, tok, requests, layer: int, templates: Sequence[str] =
         raise ValueError("templates[0] must be the plain template '{}'")
     kw = dict(v_num_grad_steps=v_num_grad_steps, v_lr=v_lr, v_weight_decay=v_weight_decay,
               clamp_norm_factor=clamp_norm_factor, kl_factor=kl_factor, v_early_stop_loss=v_early_stop_loss,
-              kl_prompt=kl_prompt, kl_relation_prompts=kl_relation_prompts, fact_token=fact_token, verbose=verbose, cache_prefix=cache_prefix,
-              v_stop=v_stop, v_dtype=v_dtype)
+              kl_prompt=kl_prompt, kl_relation_prompts=kl_relation_prompts, fact_token=fact_token,
+              verbose=verbose, cache_prefix=cache_prefix, v_stop=v_stop, v_dtype=v_dtype)
     device = next(model.parameters()).device
     if v_dtype == "bfloat16" and device.type == "cpu" and \
             getattr(getattr(model, "config", None), "_attn_implementation", None) == "sdpa":
@@ -495,7 +495,7 @@ def compute_targets(model, tok, requests, layer: int, templates: Sequence[str] =
     kl_rows = is_kl.nonzero().squeeze(1)
     kl_index = torch.full((B,), -1, device=device, dtype=torch.long)   # row -> its index among the KL rows
     kl_index[kl_rows] = torch.arange(len(kl_rows), device=device)
-    n_kl = torch.zeros(u, device=device).index_add(0, owner_t[kl_rows], torch.ones(len(kl_rows), device=device)).clamp(min=1)
+    n_kl = torch.bincount(owner_t[kl_rows], minlength=u).clamp(min=1).float()   # KL rows per request
     tgt_rows_t = torch.tensor(tgt_rows, device=device)
     tgt_pos_t = torch.tensor(tgt_pos, device=device)
     tgt_tok_t = torch.tensor(tgt_tok, device=device)

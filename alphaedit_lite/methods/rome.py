@@ -69,7 +69,8 @@ def apply_rome(model, tok, requests, hparams: ROMEHParams, *, state: EditState |
         for req in requests:
             tr = compute_targets(model, tok, [req], layer, templates, v_num_grad_steps=hp.v_num_grad_steps,
                                  v_lr=hp.v_lr, v_weight_decay=hp.v_weight_decay,
-                                 clamp_norm_factor=hp.clamp_norm_factor, kl_factor=hp.kl_factor, kl_relation_prompts=hp.kl_relation_prompts,
+                                 clamp_norm_factor=hp.clamp_norm_factor, kl_factor=hp.kl_factor,
+                                 kl_relation_prompts=hp.kl_relation_prompts,
                                  v_early_stop_loss=hp.v_early_stop_loss, v_stop=hp.v_stop,
                                  v_dtype=hp.v_dtype, fact_token=hp.fact_token, verbose=verbose)
             t_targets += tr.seconds

@@ -169,31 +169,6 @@ def subject_probes(world: World, tok, edited, k: int = 300, seed: int = 0) -> tu
     return [p.prompt for p in probes], [locate_subject(tok, p.prompt, p.fact.subject).subject_last for p in probes]
 
 
-def untouched_accuracy(model, tok, world: World, edited, k: int | None = 1000, seed: int = 1) -> float | None:
-    """Top-1 accuracy (in %) on ``k`` facts of subjects that NO edit touched (None if there are none)."""
-    probes = world.probes("train", exclude=edited)
-    if not probes:
-        return None
-    if k is not None and len(probes) > k:
-        probes = random.Random(seed).sample(probes, k)
-    with torch.no_grad():
-        return 100.0 * probe_accuracy(model, tok, probes)
-
-
-def known_accuracy(model, tok, world: World, known: int, k: int | None = 1000, seed: int = 1) -> float:
-    """Top-1 accuracy (in %) on ``k`` facts of the ``known`` subjects (those whose text is in K0): the
-    untouched accuracy with every other subject left out."""
-    first_known = known_subjects(world, known)[0] if known else world.n_subjects
-    return untouched_accuracy(model, tok, world, list(range(first_known)), k=k, seed=seed)
-
-
-def unedited_accuracy(model, tok, world: World, edited, k: int | None = 1000, seed: int = 1) -> float:
-    """Top-1 accuracy (in %) on ``k`` unedited facts in training phrasings (all of them if k is None)."""
-    probes = unedited_probes_sample(world, edited, k, seed)
-    with torch.no_grad():
-        return 100.0 * probe_accuracy(model, tok, probes)
-
-
 def _sample(probes: list, k: int | None, seed: int) -> list:
     return random.Random(seed).sample(probes, k) if k is not None and len(probes) > k else probes
 
@@ -207,13 +182,41 @@ def edited_subjects_probes(world: World, edited) -> list:
             and (p.fact.subject, p.fact.relation_id) not in done]
 
 
-def edited_subjects_accuracy(model, tok, world: World, edited, k: int | None = 1000, seed: int = 1) -> float | None:
-    """Top-1 accuracy (in %) on ``k`` other facts of edited subjects (None if there are none)."""
-    probes = _sample(edited_subjects_probes(world, edited), k, seed)
+def _untouched_sample(world: World, edited, k, seed) -> list:
+    return _sample(world.probes("train", exclude=edited), k, seed)
+
+
+def _known_sample(world: World, known: int, k, seed) -> list:
+    first_known = known_subjects(world, known)[0] if known else world.n_subjects
+    return _untouched_sample(world, list(range(first_known)), k, seed)
+
+
+def _accuracy(model, tok, probes) -> float | None:
     if not probes:
         return None
     with torch.no_grad():
         return 100.0 * probe_accuracy(model, tok, probes)
+
+
+def untouched_accuracy(model, tok, world: World, edited, k: int | None = 1000, seed: int = 1) -> float | None:
+    """Top-1 accuracy (in %) on ``k`` facts of subjects that NO edit touched (None if there are none)."""
+    return _accuracy(model, tok, _untouched_sample(world, edited, k, seed))
+
+
+def known_accuracy(model, tok, world: World, known: int, k: int | None = 1000, seed: int = 1) -> float:
+    """Top-1 accuracy (in %) on ``k`` facts of the ``known`` subjects (those whose text is in K0): the
+    untouched accuracy with every other subject left out."""
+    return _accuracy(model, tok, _known_sample(world, known, k, seed))
+
+
+def unedited_accuracy(model, tok, world: World, edited, k: int | None = 1000, seed: int = 1) -> float:
+    """Top-1 accuracy (in %) on ``k`` unedited facts in training phrasings (all of them if k is None)."""
+    return _accuracy(model, tok, unedited_probes_sample(world, edited, k, seed))
+
+
+def edited_subjects_accuracy(model, tok, world: World, edited, k: int | None = 1000, seed: int = 1) -> float | None:
+    """Top-1 accuracy (in %) on ``k`` other facts of edited subjects (None if there are none)."""
+    return _accuracy(model, tok, _sample(edited_subjects_probes(world, edited), k, seed))
 
 
 def fact_accuracies(model, tok, world: World, edited, known: int = 0, k: int | None = 1000, seed: int = 1) -> dict:
@@ -226,14 +229,14 @@ def fact_accuracies(model, tok, world: World, edited, known: int = 0, k: int | N
     set is empty is left out.
     """
     sets = {"unedited_acc": unedited_probes_sample(world, edited, k, seed),
-            "untouched_acc": _sample(world.probes("train", exclude=edited), k, seed),
+            "untouched_acc": _untouched_sample(world, edited, k, seed),
             "edited_subjects_acc": _sample(edited_subjects_probes(world, edited), k, seed)}
     if known:
-        first_known = known_subjects(world, known)[0]
-        sets["known_acc"] = _sample(world.probes("train", exclude=list(range(first_known))), k, seed)
+        sets["known_acc"] = _known_sample(world, known, k, seed)
     prompts = sorted({p.prompt for probes in sets.values() for p in probes})
     pred = dict(zip(prompts, predict_next(model, tok, prompts).tolist())) if prompts else {}
-    return {name: 100.0 * sum(pred[p.prompt] == target_token_id(tok, p.target) for p in probes) / len(probes)
+    gold = {t: target_token_id(tok, t) for t in {p.target for probes in sets.values() for p in probes}}
+    return {name: 100.0 * sum(pred[p.prompt] == gold[p.target] for p in probes) / len(probes)
             for name, probes in sets.items() if probes}
 
 
